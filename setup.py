@@ -1,0 +1,31 @@
+"""fairseq_meta: meta-learning pre-training (Lv et al., 2020) as a fairseq plugin."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq_meta",
+    version="0.1.0",
+    description=(
+        "Pre-training Text Representations as Meta Learning (Lv et al., 2020) "
+        "as a fairseq user-dir plugin"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["fairseq_meta", "fairseq_meta.*"]),
+    install_requires=[
+        # torch itself is installed first by scripts/setup_env.sh (the CPU wheel,
+        # pinned there); a bare range here keeps pip from pulling a CUDA build
+        # over an existing torch.
+        "torch>=2.1",
+        # Upstream fairseq 0.12.2 and main fail to import on Python >= 3.11; this
+        # is upstream main plus the dataclass fix, with cp311/cp312 wheels.
+        # See README, "Which fairseq".
+        "ve-fairseq==0.12.3",
+        "sentencepiece>=0.1.99",
+        "hydra-core>=1.0.7,<1.4",
+        "omegaconf>=2.0.6,<2.4",
+        "tensorboard",
+        "numpy",
+    ],
+    extras_require={"test": ["pytest>=7", "scipy", "scikit-learn"]},
+)
