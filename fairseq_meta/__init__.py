@@ -1,2 +1,18 @@
 """fairseq_meta: "Pre-training Text Representations as Meta Learning" (Lv et al., 2020)
-as a fairseq plugin (``--user-dir fairseq_meta``)."""
+as a fairseq plugin: ``fairseq-train --user-dir fairseq_meta --task meta_masked_lm``.
+
+Importing the package registers everything: fairseq's user-dir loader imports
+only ``tasks/`` and ``models/`` by itself, so criterions and optimizers are
+imported here.
+"""
+from . import compat
+
+compat.patch_fairseq_checkpoint_loading()
+compat.install_one_line_errors()
+
+from . import optim  # noqa: E402,F401
+from . import tasks  # noqa: E402,F401
+from .tasks import meta_masked_lm  # noqa: E402,F401
+from . import criterions  # noqa: E402,F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,186 @@
+"""The meta-learning step (Lv et al., 2020), shared by every meta task.
+
+An *episode* is k support (meta-train) mini-batches B_1..B_k and one query
+(meta-test) mini-batch B_q. With θ the model weights, α the inner learning rate
+and L(θ; B) the loss as fairseq normalises it (summed loss / sample size, summed
+over all pre-training objectives):
+
+    θ_0 = θ
+    θ_j = θ_{j-1} − α ∇L(θ_{j-1}; B_j),        j = 1..k     (inner steps, plain SGD)
+    g   = ∇_θ L(θ_k; B_q)                                   (meta-gradient)
+
+*Second order* differentiates g through the k inner steps. *First order* treats
+θ_k − θ as a constant, so g = ∂L(θ_k; B_q)/∂θ_k, the plain gradient at θ_k.
+
+:func:`meta_train_step` leaves in ``p.grad`` exactly what
+``optimizer.backward(loss)`` of the query loss would leave there (summed over the
+query batch, loss-scaled under fp16), and leaves ``p`` holding θ bit for bit.
+Everything fairseq's trainer does after ``task.train_step`` (all-reduce,
+division by the sample size, clipping, overflow checks, the outer optimizer step
+on θ, LR schedule) is therefore untouched. With k = 0 it *is*
+``FairseqTask.train_step``.
+"""
+import contextlib
+
+import torch
+from fairseq.distributed import LegacyDistributedDataParallel, ModuleProxyWrapper
+from fairseq.optim.amp_optimizer import AMPOptimizer
+from fairseq.tasks import FairseqTask
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.parallel import DistributedDataParallel
+
+
+def meta_train_step(
+    task, episode, model, criterion, optimizer, update_num, ignore_grad, *, inner_lr, second_order
+):
+    """Forward and backward of one episode ``{"support": [B_1..B_k], "query": B_q}``.
+
+    Returns ``(loss, sample_size, logging_output)`` of the query batch at θ_k, as
+    ``FairseqTask.train_step`` does; the logging output also carries the first
+    support batch's loss before adaptation (keys ``meta_train_*``).
+    """
+    support, query = episode["support"], episode["query"]
+    if not support:
+        return FairseqTask.train_step(
+            task, query, model, criterion, optimizer, update_num, ignore_grad
+        )
+    model.train()
+    model.set_num_updates(update_num)
+    if second_order:
+        loss, sample_size, log, support_logs = _second_order(
+            support, query, model, criterion, optimizer, ignore_grad, inner_lr
+        )
+    else:
+        loss, sample_size, log, support_logs = _first_order(
+            task, support, query, model, criterion, optimizer, update_num, ignore_grad, inner_lr
+        )
+    return loss, sample_size, _with_meta_train_logs(log, support_logs)
+
+
+def _first_order(task, support, query, model, criterion, optimizer, update_num, ignore_grad, lr):
+    # Adapt θ in place (one saved copy of θ, no second graph), then run the query
+    # as an ordinary train step at θ_k: its backward is the one that fills .grad,
+    # so DDP hooks, loss scaling and --update-freq accumulation behave as usual.
+    params = [p for p in model.parameters() if p.requires_grad]
+    theta = [p.detach().clone() for p in params]
+    inner_model = unwrap_data_parallel(model)
+    support_logs = []
+    try:
+        for batch in support:
+            loss, sample_size, log = _forward(criterion, inner_model, batch, optimizer)
+            grads = torch.autograd.grad(
+                _normalized(loss, sample_size, ignore_grad), params, allow_unused=True
+            )
+            _sgd_step_(params, grads, lr)
+            support_logs.append(log)
+        loss, sample_size, log = FairseqTask.train_step(
+            task, query, model, criterion, optimizer, update_num, ignore_grad
+        )
+    finally:
+        # Also on errors: a crash checkpoint must hold θ, never θ_k.
+        with torch.no_grad():
+            torch._foreach_copy_(params, theta)
+    return loss, sample_size, log, support_logs
+
+
+def _second_order(support, query, model, criterion, optimizer, ignore_grad, lr):
+    # θ_1..θ_k are non-leaf functions of θ (create_graph=True), the query loss is
+    # evaluated at θ_k through torch.func.functional_call, and one backward carries
+    # the meta-gradient through all inner steps into θ's .grad. θ is never written.
+    # Double backward needs the math attention kernel (flash/efficient kernels
+    # have no derivative for their backward).
+    inner_objective = _Objective(unwrap_data_parallel(model), criterion)
+    names = [n for n, p in inner_objective.named_parameters() if p.requires_grad]
+    fast = [p for p in inner_objective.parameters() if p.requires_grad]
+    support_logs = []
+    with sdpa_kernel(SDPBackend.MATH):
+        for batch in support:
+            loss, sample_size, log = _functional_forward(inner_objective, names, fast, batch, optimizer)
+            grads = torch.autograd.grad(
+                _normalized(loss, sample_size, ignore_grad), fast, create_graph=True, allow_unused=True
+            )
+            fast = [w if g is None else w - lr * g for w, g in zip(fast, grads)]
+            support_logs.append(log)
+        query_objective = _Objective(model, criterion)
+        query_names = [n for n, p in query_objective.named_parameters() if p.requires_grad]
+        loss, sample_size, log = _functional_forward(query_objective, query_names, fast, query, optimizer)
+        if ignore_grad:
+            loss *= 0
+        optimizer.backward(loss)
+    return loss, sample_size, log, support_logs
+
+
+class _Objective(torch.nn.Module):
+    """criterion(model, sample) as one module, so that functional_call swaps the
+    weights for everything the criterion touches (heads, output layers), not only
+    for ``model.forward``. Tied weights (RoBERTa's LM head and embeddings) stay
+    tied: named_parameters lists each once and functional_call re-ties them."""
+
+    def __init__(self, model, criterion):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, sample):
+        return self.criterion(self.model, sample)
+
+
+def _functional_forward(objective, names, weights, sample, optimizer):
+    with _autocast(optimizer):
+        return torch.func.functional_call(objective, dict(zip(names, weights)), (sample,))
+
+
+def _forward(criterion, model, sample, optimizer):
+    with _autocast(optimizer):
+        return criterion(model, sample)
+
+
+def _autocast(optimizer):
+    # FairseqTask.train_step autocasts only under --amp; do the same.
+    if isinstance(optimizer, AMPOptimizer):
+        return torch.autocast("cuda")
+    return contextlib.nullcontext()
+
+
+def _normalized(loss, sample_size, ignore_grad):
+    """L = summed loss / sample size; the dummy batch of an idle rank counts 0."""
+    if ignore_grad:
+        return loss * 0
+    if torch.is_tensor(sample_size):
+        return loss / sample_size.clamp(min=1).to(loss.dtype)
+    return loss / max(sample_size, 1)
+
+
+@torch.no_grad()
+def _sgd_step_(params, grads, lr):
+    """θ ← θ − α g, in place; parameters the batch does not reach keep their value."""
+    touched = [(p, g) for p, g in zip(params, grads) if g is not None]
+    if touched:
+        torch._foreach_add_([p for p, _ in touched], [g for _, g in touched], alpha=-lr)
+
+
+def unwrap_data_parallel(model):
+    """The bare model inside fairseq's data-parallel wrappers.
+
+    Inner steps run on it: their forward must not arm c10d's gradient reduction
+    (only the query's backward is reduced, once per update).
+    """
+    while isinstance(
+        model, (ModuleProxyWrapper, DistributedDataParallel, LegacyDistributedDataParallel)
+    ):
+        model = model.module
+    return model
+
+
+def _with_meta_train_logs(query_log, support_logs):
+    log = dict(query_log)
+    for key in ("loss", "sample_size", "ntokens", "nsentences"):
+        if key in support_logs[0]:
+            log["meta_train_" + key] = support_logs[0][key]
+    for key, value in support_logs[0].items():
+        if key.endswith("_loss") or key.endswith("_correct") or key.endswith("_count"):
+            log["meta_train_" + key] = value
+    log["episode_ntokens"] = query_log.get("ntokens", 0) + sum(
+        s.get("ntokens", 0) for s in support_logs
+    )
+    return log

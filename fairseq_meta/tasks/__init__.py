@@ -1,0 +1,1 @@
+# fairseq's --user-dir loader imports every module in this folder.
