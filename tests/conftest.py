@@ -1,0 +1,111 @@
+"""Shared fixtures: small binarized corpora cut from real text, and a runner for
+the fairseq command-line tools exactly as users call them."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = str(REPO / "fairseq_meta")
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A RoBERTa small enough for CPU tests; dropout 0 where tests compare numbers.
+TINY_ROBERTA = [
+    "--arch", "roberta_base", "--encoder-layers", "2", "--encoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
+]
+META = ["--user-dir", USER_DIR, "--task", "meta_masked_lm", "--criterion", "meta_masked_lm",
+        "--optimizer", "meta_adam"]
+TRAIN_DEFAULTS = ["--cpu", "--tokens-per-sample", "32", "--batch-size", "4", "--lr", "1e-3",
+                  "--log-format", "simple", "--log-interval", "1", "--num-workers", "0",
+                  "--no-epoch-checkpoints"]
+
+
+def _text_lines(source, max_lines):
+    """Real English text: the shared WikiText-2 / Gutenberg files, else the Python
+    standard library's docstrings (present wherever the project installs)."""
+    if source.exists():
+        with open(source, encoding="utf-8-sig") as f:
+            return [line.rstrip("\n") for _, line in zip(range(max_lines), f)]
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "stdlib_corpus.py"), "--out", "/dev/stdout"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return out.splitlines()[:max_lines]
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def binarize(destdir, train_lines, valid_lines, srcdict=None, nwords=800):
+    destdir = Path(destdir)
+    destdir.mkdir(parents=True, exist_ok=True)
+    raw = destdir / "raw"
+    raw.mkdir(exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
+        "--trainpref", str(_write(raw / "train.txt", train_lines)),
+        "--validpref", str(_write(raw / "valid.txt", valid_lines)),
+        "--destdir", str(destdir), "--workers", "1",
+    ]
+    cmd += ["--srcdict", str(srcdict)] if srcdict else ["--nwordssrc", str(nwords)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    shutil.rmtree(raw)
+    return destdir
+
+
+@pytest.fixture(scope="session")
+def wiki_lines():
+    return _text_lines(SHARED_DATA / "wikitext-2" / "valid.txt", 700)
+
+
+@pytest.fixture(scope="session")
+def book_lines():
+    return _text_lines(SHARED_DATA / "gutenberg" / "nltk-selections" / "austen-emma.txt", 900)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, wiki_lines):
+    """One binarized corpus: dict.txt, train.*, valid.* (documents separated by blank lines)."""
+    return binarize(tmp_path_factory.mktemp("wiki"), wiki_lines[:600], wiki_lines[600:])
+
+
+@pytest.fixture(scope="session")
+def two_corpora(tmp_path_factory, corpus, wiki_lines, book_lines):
+    """A data directory with one subdirectory per corpus, all with the same dict.txt."""
+    root = tmp_path_factory.mktemp("two_corpora")
+    shutil.copytree(corpus, root / "wiki")
+    binarize(root / "books", book_lines[:700], book_lines[700:], srcdict=corpus / "dict.txt")
+    return root
+
+
+def run_cli(tool, args, cwd=None, timeout=600):
+    """Run ``fairseq-<tool>`` as a user would (a fresh process)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def train(data, save_dir, *args, check=True):
+    proc = run_cli("train", [data, "--save-dir", save_dir, *TRAIN_DEFAULTS, *TINY_ROBERTA, *args])
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fairseq-train failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def model_weights(checkpoint):
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
