@@ -1,0 +1,84 @@
+"""Episodes: k+1 disjoint mini-batches, each sized by --batch-size/--max-tokens,
+in an order fixed by the seed; k = 0 serves masked_lm's batches unchanged."""
+import pytest
+from conftest import META, TINY_ROBERTA
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from fairseq_meta.compat import MetaConfigError
+
+
+def make_task(data, *args):
+    parser = options.get_training_parser()
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(
+        parser, [str(data), *TINY_ROBERTA, "--tokens-per-sample", "32", "--cpu", *args]))
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train", combine=False, epoch=1)
+    return task
+
+
+def episodes(task, seed=1, epoch=1, **batching):
+    itr = task.get_batch_iterator(task.dataset("train"), seed=seed, epoch=epoch,
+                                  disable_iterator_cache=True, **batching)
+    return list(itr.next_epoch_itr(shuffle=True))
+
+
+def ids(batch):
+    return batch["id"].tolist()
+
+
+def test_episode_holds_k_plus_one_disjoint_minibatches(corpus):
+    task = make_task(corpus, *META, "--meta-train-steps", "2")
+    eps = episodes(task, max_sentences=3)
+    seen = []
+    for ep in eps:
+        minibatches = ep["support"] + [ep["query"]]
+        assert len(minibatches) == 3
+        assert all(len(ids(b)) == 3 for b in minibatches)
+        flat = [i for b in minibatches for i in ids(b)]
+        assert len(set(flat)) == len(flat)
+        seen += flat
+    assert len(set(seen)) == len(seen)  # and disjoint across the epoch
+    n = len(task.dataset("train"))
+    assert len(seen) >= n - 3 * 3  # at most k+1 leftover mini-batches are skipped
+
+
+def test_max_tokens_sizes_one_minibatch(corpus):
+    task = make_task(corpus, *META, "--meta-train-steps", "1")
+    for ep in episodes(task, max_tokens=100):
+        for b in ep["support"] + [ep["query"]]:
+            assert b["net_input"]["src_tokens"].numel() <= 100
+
+
+def test_order_is_deterministic_for_a_seed(corpus):
+    task = make_task(corpus, *META, "--meta-train-steps", "1")
+    first = [ids(ep["query"]) for ep in episodes(task, seed=5, max_sentences=4)]
+    again = [ids(ep["query"]) for ep in episodes(task, seed=5, max_sentences=4)]
+    other = [ids(ep["query"]) for ep in episodes(task, seed=6, max_sentences=4)]
+    assert first == again
+    assert first != other
+
+
+def test_depth_zero_serves_masked_lm_batches(corpus):
+    plain = make_task(corpus, "--task", "masked_lm")
+    meta = make_task(corpus, *META, "--meta-train-steps", "0")
+    plain_batches = episodes(plain, max_sentences=4)
+    meta_episodes = episodes(meta, max_sentences=4)
+    assert [ep["support"] for ep in meta_episodes] == [[]] * len(meta_episodes)
+    assert [ids(b) for b in plain_batches] == [ids(ep["query"]) for ep in meta_episodes]
+    for b, ep in zip(plain_batches[:5], meta_episodes):
+        assert b["net_input"]["src_tokens"].equal(ep["query"]["net_input"]["src_tokens"])
+        assert b["target"].equal(ep["query"]["target"])
+
+
+def test_validation_stays_plain_batches(corpus):
+    task = make_task(corpus, *META, "--meta-train-steps", "2")
+    task.load_dataset("valid", combine=False, epoch=1)
+    batch = next(iter(task.get_batch_iterator(task.dataset("valid"), max_sentences=4).next_epoch_itr()))
+    assert "net_input" in batch and "support" not in batch
+
+
+def test_too_little_data_for_one_episode_is_an_error(corpus):
+    task = make_task(corpus, *META, "--meta-train-steps", "100000")
+    with pytest.raises(MetaConfigError, match="cannot form one episode"):
+        episodes(task, max_sentences=4)

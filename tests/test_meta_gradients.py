@@ -1,0 +1,202 @@
+"""The meta-gradient against independent computations, on a tiny RoBERTa.
+
+- first order: a deep copy of the model stepped with plain ``loss.backward()``
+  and SGD, then the query gradient at θ_k;
+- second order: central finite differences of F(θ) = L(θ_k(θ); B_q) in float64;
+- θ is bit-for-bit restored, inner gradients never reach ``.grad``, and with
+  ``--update-freq 2`` the accumulated gradient is the sum of the two episodes'
+  meta-gradients.
+"""
+import copy
+
+import pytest
+import torch
+from conftest import META, TINY_ROBERTA, USER_DIR  # noqa: F401
+from fairseq import optim, options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+import fairseq_meta  # noqa: F401
+
+INNER_LR = 0.5  # large, so that the second-order term is far above the tolerance
+
+
+def build(corpus, k, order="first", extra=()):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(corpus), *META, *TINY_ROBERTA, "--meta-train-steps", str(k), "--meta-order", order,
+        "--inner-lr", str(INNER_LR), "--dropout", "0", "--attention-dropout", "0",
+        "--tokens-per-sample", "32", "--batch-size", "3", "--cpu", "--seed", "1", *extra,
+    ])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    optimizer = optim.build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
+    task.load_dataset("train", combine=False, epoch=1)
+    itr = task.get_batch_iterator(task.dataset("train"), max_sentences=3, seed=1)
+    episodes = itr.next_epoch_itr(shuffle=False)
+    return task, model, criterion, optimizer, episodes
+
+
+def grads_of(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def weights_of(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def meta_grad(task, model, criterion, optimizer, episode):
+    model.zero_grad()
+    task.train_step(episode, model, criterion, optimizer, update_num=0)
+    return grads_of(model)
+
+
+def adapted_copy(model, criterion, support):
+    """θ_k by the book: a copy of the model, k times backward() and θ -= α grad."""
+    fast = copy.deepcopy(model)
+    for batch in support:
+        fast.zero_grad()
+        loss, sample_size, _ = criterion(fast, batch)
+        (loss / sample_size).backward()
+        with torch.no_grad():
+            for p in fast.parameters():
+                if p.grad is not None:
+                    p -= INNER_LR * p.grad
+    return fast
+
+
+def query_loss(model, criterion, episode):
+    return criterion(model, episode["query"])[0]
+
+
+@pytest.mark.parametrize("nsp", [False, True], ids=["mlm", "mlm+nsp"])
+def test_first_order_equals_gradient_at_adapted_weights(corpus, nsp):
+    extra = ["--sentence-objective", "nsp"] if nsp else []
+    task, model, criterion, optimizer, episodes = build(corpus, k=2, extra=extra)
+    episode = next(episodes)
+    assert len(episode["support"]) == 2
+
+    fast = adapted_copy(model, criterion, episode["support"])
+    fast.zero_grad()
+    query_loss(fast, criterion, episode).backward()
+    expected = grads_of(fast)
+
+    got = meta_grad(task, model, criterion, optimizer, episode)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+
+
+def test_second_order_matches_finite_differences(corpus, monkeypatch):
+    # fairseq computes gelu and the loss's log-softmax in float32; finite
+    # differences need the whole computation in float64.
+    import fairseq.modules
+    import torch.nn.functional as nnf
+
+    monkeypatch.setattr(fairseq.modules, "gelu", lambda x: nnf.gelu(x))
+    monkeypatch.setattr(
+        fairseq.modules, "cross_entropy",
+        lambda logits, target, ignore_index=-100, reduction="mean": nnf.cross_entropy(
+            logits, target, ignore_index=ignore_index, reduction=reduction),
+    )
+    task, model, criterion, optimizer, episodes = build(corpus, k=2, order="second")
+    model.double()
+    episode = next(episodes)
+    got = meta_grad(task, model, criterion, optimizer, episode)
+
+    def F(shift):
+        shifted = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in shifted.named_parameters():
+                p += shift[n]
+        return query_loss(adapted_copy(shifted, criterion, episode["support"]), criterion, episode).item()
+
+    torch.manual_seed(0)
+    for _ in range(3):
+        direction = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+        eps = 1e-6
+        fd = (F({n: eps * v for n, v in direction.items()})
+              - F({n: -eps * v for n, v in direction.items()})) / (2 * eps)
+        analytic = sum((got[n] * direction[n]).sum().item() for n in got)
+        assert analytic == pytest.approx(fd, rel=1e-6)
+
+    # The check discriminates: the first-order gradient misses the second-order term.
+    fast = adapted_copy(model, criterion, episode["support"])
+    fast.zero_grad()
+    query_loss(fast, criterion, episode).backward()
+    first_order = grads_of(fast)
+    gap = max((got[n] - first_order[n]).abs().max().item() for n in got)
+    assert gap > 1e-4
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_theta_restored_and_update_freq_sums_meta_gradients(corpus, order):
+    task, model, criterion, optimizer, episodes = build(corpus, k=1, order=order)
+    ep1, ep2 = next(episodes), next(episodes)
+    theta = weights_of(model)
+
+    g1 = meta_grad(task, model, criterion, optimizer, ep1)
+    g2 = meta_grad(task, model, criterion, optimizer, ep2)
+    for name, w in weights_of(model).items():
+        assert torch.equal(w, theta[name]), f"θ not restored: {name}"
+
+    # --update-freq 2: the trainer zeroes .grad once, then runs both episodes.
+    model.zero_grad()
+    task.train_step(ep1, model, criterion, optimizer, update_num=0)
+    task.train_step(ep2, model, criterion, optimizer, update_num=0)
+    accumulated = grads_of(model)
+    for name in g1:
+        assert torch.equal(accumulated[name], g1[name] + g2[name]), name
+
+
+def test_theta_restored_when_an_inner_step_fails(corpus):
+    task, model, criterion, optimizer, episodes = build(corpus, k=2)
+    episode = next(episodes)
+    theta = weights_of(model)
+    calls = {"n": 0}
+    forward = criterion.forward
+
+    def failing_on_second_call(model_, sample, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise FloatingPointError("boom in inner step 2")
+        return forward(model_, sample, *a, **kw)
+
+    criterion.forward = failing_on_second_call
+    with pytest.raises(FloatingPointError):
+        task.train_step(episode, model, criterion, optimizer, update_num=0)
+    for name, w in weights_of(model).items():
+        assert torch.equal(w, theta[name]), f"θ_1 left in the weights: {name}"
+
+
+def test_depth_zero_is_fairseq_train_step(corpus):
+    """k = 0: the gradient is exactly FairseqTask.train_step's on the query batch."""
+    from fairseq.tasks import FairseqTask
+
+    task, model, criterion, optimizer, episodes = build(corpus, k=0)
+    episode = next(episodes)
+    assert episode["support"] == []
+    got = meta_grad(task, model, criterion, optimizer, episode)
+    model.zero_grad()
+    FairseqTask.train_step(task, episode["query"], model, criterion, optimizer, update_num=0)
+    expected = grads_of(model)
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+
+
+def test_inner_steps_leave_grad_untouched(corpus, monkeypatch):
+    """Right before the query backward, .grad still holds only earlier micro-batches."""
+    task, model, criterion, optimizer, episodes = build(corpus, k=2)
+    episode = next(episodes)
+    model.zero_grad()
+    seen = []
+    backward = optimizer.backward
+
+    def spy(loss):
+        seen.append([p.grad for p in model.parameters()])
+        backward(loss)
+
+    monkeypatch.setattr(optimizer, "backward", spy)
+    task.train_step(episode, model, criterion, optimizer, update_num=0)
+    assert len(seen) == 1 and all(g is None for g in seen[0])
