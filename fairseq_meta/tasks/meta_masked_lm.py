@@ -268,17 +268,16 @@ def select_corpora(data_path, selection=""):
 
 
 def _check_same_dictionary(corpora):
+    """Token ids must mean the same in every corpus (counts may differ)."""
     first_name, first_path = corpora[0]
-    with open(os.path.join(first_path, "dict.txt"), "rb") as f:
-        reference = f.read()
+    reference = Dictionary.load(os.path.join(first_path, "dict.txt")).symbols
     for name, path in corpora[1:]:
-        with open(os.path.join(path, "dict.txt"), "rb") as f:
-            if f.read() != reference:
-                raise MetaConfigError(
-                    f"corpora {first_name} and {name} have different dictionaries "
-                    f"({os.path.join(first_path, 'dict.txt')} vs {os.path.join(path, 'dict.txt')}); "
-                    "binarize every corpus with the same fairseq-preprocess --srcdict"
-                )
+        if Dictionary.load(os.path.join(path, "dict.txt")).symbols != reference:
+            raise MetaConfigError(
+                f"corpora {first_name} and {name} have different dictionaries "
+                f"({os.path.join(first_path, 'dict.txt')} vs {os.path.join(path, 'dict.txt')}); "
+                "binarize every corpus with the same fairseq-preprocess --srcdict"
+            )
 
 
 def _check_not_empty(corpora, split):
@@ -286,6 +285,14 @@ def _check_not_empty(corpora, split):
         prefix = os.path.join(path, split)
         if not os.path.exists(prefix + ".idx"):
             raise MetaConfigError(f"corpus {name} has no '{split}' split ({prefix}.idx not found)")
+        # An empty train file binarizes to a 0-byte .bin, which fairseq's mmap
+        # reader cannot open (ValueError: cannot mmap an empty file, a traceback).
+        if os.path.exists(prefix + ".bin") and os.path.getsize(prefix + ".bin") == 0:
+            raise MetaConfigError(f"corpus {name} is empty: {prefix} holds no tokens")
         dataset = data_utils.load_indexed_dataset(prefix, None)
-        if dataset is None or len(dataset) == 0 or int(np.sum(dataset.sizes)) == 0:
+        # fairseq-preprocess ends every line with </s>, so a train file of blank or
+        # whitespace-only lines binarizes to sequences of length 1 and no text:
+        # empty too (it used to surface later as a misleading "cannot form one
+        # episode" error that named no corpus).
+        if dataset is None or len(dataset) == 0 or int(np.max(dataset.sizes)) <= 1:
             raise MetaConfigError(f"corpus {name} is empty: {prefix} holds no tokens")

@@ -1,0 +1,122 @@
+"""The README's "done when": fairseq-train with the plugin trains, validates,
+saves and resumes on CPU, for each training mode."""
+import math
+import re
+
+import pytest
+import torch
+
+from conftest import META, train
+
+BASE = [*META, "--meta-train-steps", "2", "--inner-lr", "1e-3", "--seed", "5"]
+
+# id: (data fixture, extra flags)
+VARIANTS = {
+    "first-order": ("corpus", ["--meta-order", "first"]),
+    "second-order": ("corpus", ["--meta-order", "second"]),
+    "nsp": ("corpus", ["--sentence-objective", "nsp"]),
+    "two-corpora": ("two_corpora", ["--corpora", "wiki,books", "--corpus-sampling-alpha", "0.5"]),
+}
+
+
+def _train_inner(log):
+    """{key: value} of every train_inner line, in order."""
+    return [
+        dict(re.findall(r"(\w+)=([^,\s]+)", line.split("|")[-1]))
+        for line in log.splitlines()
+        if "| train_inner |" in line
+    ]
+
+
+def _valid_line(log):
+    lines = [line for line in log.splitlines() if "valid on 'valid' subset" in line]
+    assert lines, "no validation"
+    return lines[-1]
+
+
+def _assert_trained(log, updates, keys):
+    rows = _train_inner(log)
+    assert [int(r["num_updates"]) for r in rows] == list(updates), [r.get("num_updates") for r in rows]
+    for row in rows:
+        for key in ("loss", "meta_train_loss", "meta_test_loss", *keys):
+            assert key in row, f"{key} missing from train_inner: {sorted(row)}"
+            assert math.isfinite(float(row[key])), (key, row[key])
+    valid = _valid_line(log)
+    loss = float(re.search(r"\| loss ([0-9.]+) \|", valid).group(1))
+    assert math.isfinite(loss)
+    return rows, valid
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_trains_validates_saves_and_resumes(variant, request, tmp_path):
+    data_key, flags = VARIANTS[variant]
+    data = request.getfixturevalue(data_key)
+    save = tmp_path / "ckpt"
+    tensorboard = tmp_path / "tb"
+    extra = ["--tensorboard-logdir", tensorboard] if variant == "first-order" else []
+    nsp_keys = ("nsp_loss", "nsp_accuracy") if variant == "nsp" else ()
+
+    first = train(data, save, *BASE, *flags, *extra, "--max-update", "3").stdout
+    assert "No existing checkpoint found" in first
+    _, valid = _assert_trained(first, range(1, 4), nsp_keys)
+    assert "Stopping training due to num_updates: 3 >= max_update: 3" in first
+    assert (save / "checkpoint_last.pt").is_file() and (save / "checkpoint_best.pt").is_file()
+    for key in nsp_keys:
+        assert f"| {key} " in valid, valid
+
+    second = train(data, save, *BASE, *flags, *extra, "--max-update", "5").stdout
+    assert f"Loaded checkpoint {save}/checkpoint_last.pt (epoch 1 @ 3 updates)" in second
+    _assert_trained(second, range(4, 6), nsp_keys)
+
+    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert state["optimizer_history"][-1]["num_updates"] == 5
+    meta = state["last_optimizer_state"]["fairseq_meta"]
+    assert meta == {
+        "num_inner_steps": 10,
+        "inner_lr": 1e-3,
+        "meta_order": "second" if variant == "second-order" else "first",
+    }
+    heads = {k.split(".")[1] for k in state["model"] if k.startswith("classification_heads.")}
+    assert heads == ({"next_sentence_head"} if variant == "nsp" else set())
+
+    if variant == "two-corpora":
+        _assert_sampling_probabilities(first, alpha=0.5)
+        _assert_sampling_probabilities(second, alpha=0.5)
+    if variant == "first-order":
+        _assert_tensorboard_scalars(tensorboard)
+
+
+def _assert_sampling_probabilities(log, alpha):
+    blocks = {
+        m.group(2): int(m.group(1))
+        for m in re.finditer(r"loaded (\d+) blocks from: \S+/(wiki|books)/train\b", log)
+    }
+    assert blocks.keys() == {"wiki", "books"}, blocks
+    match = re.search(r"corpus sampling probabilities: \{'wiki': ([0-9.]+), 'books': ([0-9.]+)\}", log)
+    assert match, "no corpus sampling probabilities in the log"
+    weights = {name: n**alpha for name, n in blocks.items()}
+    total = sum(weights.values())
+    assert float(match.group(1)) == pytest.approx(weights["wiki"] / total, abs=1e-4)
+    assert float(match.group(2)) == pytest.approx(weights["books"] / total, abs=1e-4)
+    # alpha < 1 flattens the distribution towards uniform.
+    assert float(match.group(2)) > blocks["books"] / sum(blocks.values())
+
+
+def _assert_tensorboard_scalars(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    inner = EventAccumulator(str(logdir / "train_inner"))
+    inner.Reload()
+    scalars = set(inner.Tags()["scalars"])
+    assert {"meta_train_loss", "meta_test_loss", "loss"} <= scalars, scalars
+    for tag in ("meta_train_loss", "meta_test_loss"):
+        events = inner.Scalars(tag)
+        # Both runs (updates 1-3, then 4-5 after resuming) log into the same directory.
+        assert sorted(e.step for e in events) == [1, 2, 3, 4, 5], (tag, [e.step for e in events])
+        assert all(math.isfinite(e.value) and e.value > 0 for e in events)
+    epoch = EventAccumulator(str(logdir / "train"))
+    epoch.Reload()
+    assert {"meta_train_loss", "meta_test_loss"} <= set(epoch.Tags()["scalars"])
+    valid = EventAccumulator(str(logdir / "valid"))
+    valid.Reload()
+    assert "loss" in valid.Tags()["scalars"]
