@@ -1,0 +1,62 @@
+"""Data parallel on CPU (gloo, legacy_ddp): each rank adapts on its own episode
+with no communication; only the meta-test gradient is all-reduced, once per update.
+
+- replicas stay bit-identical after N updates;
+- 2 ranks × 1 episode equal 1 process × --update-freq 2 over the same episodes
+  (fp32 tolerance: the all-reduce sums in another order).
+"""
+import socket
+import subprocess
+import sys
+
+import torch
+from conftest import META, REPO, TINY_ROBERTA, TRAIN_DEFAULTS
+
+DRIVER = REPO / "tests" / "helpers" / "train_and_dump_weights.py"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def common(data, k, extra=()):
+    return [str(data), *TRAIN_DEFAULTS, *TINY_ROBERTA, *META, "--meta-train-steps", str(k),
+            "--inner-lr", "0.05", "--dropout", "0", "--attention-dropout", "0",
+            "--max-update", "4", "--seed", "3", "--disable-validation", *extra]
+
+
+def run_two_ranks(data, save_dir, k, extra=()):
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        args = common(data, k, extra) + [
+            "--save-dir", str(save_dir), "--ddp-backend", "legacy_ddp",
+            "--distributed-world-size", "2", "--distributed-rank", str(rank),
+            "--distributed-init-method", f"tcp://127.0.0.1:{port}",
+            "--distributed-backend", "gloo", "--distributed-no-spawn",
+        ]
+        procs.append(subprocess.Popen([sys.executable, str(DRIVER), *args],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    return [torch.load(save_dir / f"weights-rank{r}.pt") for r in range(2)]
+
+
+def test_two_ranks_stay_identical_and_match_update_freq_two(corpus, tmp_path):
+    for k, order in [(1, "first"), (1, "second")]:
+        ranks = run_two_ranks(corpus, tmp_path / f"ddp{k}{order}", k, ["--meta-order", order])
+        for name in ranks[0]:
+            assert torch.equal(ranks[0][name], ranks[1][name]), f"replicas diverged: {name}"
+
+        single_dir = tmp_path / f"single{k}{order}"
+        proc = subprocess.run(
+            [sys.executable, str(DRIVER), *common(corpus, k, ["--meta-order", order]),
+             "--save-dir", str(single_dir), "--update-freq", "2"],
+            capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        single = torch.load(single_dir / "weights-rank0.pt")
+        for name in single:
+            torch.testing.assert_close(ranks[0][name], single[name], rtol=1e-5, atol=1e-6, msg=name)
