@@ -19,8 +19,15 @@ Everything fairseq's trainer does after ``task.train_step`` (all-reduce,
 division by the sample size, clipping, overflow checks, the outer optimizer step
 on θ, LR schedule) is therefore untouched. With k = 0 it *is*
 ``FairseqTask.train_step``.
+
+Precision: inner gradients are taken of the loss times the wrapper's loss scale
+(fp16, AMP) and unscaled before the inner step. A non-finite inner gradient
+stops the episode, θ is restored, and the query's backward is made NaN, so that
+fairseq's own outer checks decide: skip the update and lower the loss scale
+under fp16/AMP, FloatingPointError (crash.pt holds θ) in fp32.
 """
 import contextlib
+import logging
 
 import torch
 from fairseq.distributed import LegacyDistributedDataParallel, ModuleProxyWrapper
@@ -28,6 +35,8 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
+
+logger = logging.getLogger(__name__)
 
 
 def meta_train_step(
@@ -64,24 +73,31 @@ def _first_order(task, support, query, model, criterion, optimizer, update_num, 
     params = [p for p in model.parameters() if p.requires_grad]
     theta = [p.detach().clone() for p in params]
     inner_model = unwrap_data_parallel(model)
-    support_logs = []
+    scale = loss_scale(optimizer)
+    support_logs, overflow = [], False
     try:
-        for batch in support:
+        for j, batch in enumerate(support, 1):
             loss, sample_size, log = _forward(criterion, inner_model, batch, optimizer)
-            grads = torch.autograd.grad(
-                _normalized(loss, sample_size, ignore_grad), params, allow_unused=True
-            )
-            _sgd_step_(params, grads, lr)
             support_logs.append(log)
-        loss, sample_size, log = FairseqTask.train_step(
-            task, query, model, criterion, optimizer, update_num, ignore_grad
-        )
+            grads = torch.autograd.grad(
+                _normalized(loss, sample_size, ignore_grad) * scale, params, allow_unused=True
+            )
+            grads = _unscaled(grads, scale)
+            if not _all_finite(grads):
+                overflow = _report_overflow(j, len(support), scale)
+                break
+            _sgd_step_(params, grads, lr)
+        if overflow:
+            _restore_(params, theta)
+            loss, sample_size, log = _poisoned_query_step(model, criterion, query, optimizer)
+        else:
+            loss, sample_size, log = FairseqTask.train_step(
+                task, query, model, criterion, optimizer, update_num, ignore_grad
+            )
     finally:
         # Also on errors: a crash checkpoint must hold θ, never θ_k.
-        with torch.no_grad():
-            torch._foreach_copy_(params, theta)
+        _restore_(params, theta)
     return loss, sample_size, log, support_logs
-
 
 def _second_order(support, query, model, criterion, optimizer, ignore_grad, lr):
     # θ_1..θ_k are non-leaf functions of θ (create_graph=True), the query loss is
@@ -92,15 +108,22 @@ def _second_order(support, query, model, criterion, optimizer, ignore_grad, lr):
     inner_objective = _Objective(unwrap_data_parallel(model), criterion)
     names = [n for n, p in inner_objective.named_parameters() if p.requires_grad]
     fast = [p for p in inner_objective.parameters() if p.requires_grad]
+    scale = loss_scale(optimizer)
     support_logs = []
     with sdpa_kernel(SDPBackend.MATH):
-        for batch in support:
+        for j, batch in enumerate(support, 1):
             loss, sample_size, log = _functional_forward(inner_objective, names, fast, batch, optimizer)
-            grads = torch.autograd.grad(
-                _normalized(loss, sample_size, ignore_grad), fast, create_graph=True, allow_unused=True
-            )
-            fast = [w if g is None else w - lr * g for w, g in zip(fast, grads)]
             support_logs.append(log)
+            grads = torch.autograd.grad(
+                _normalized(loss, sample_size, ignore_grad) * scale, fast,
+                create_graph=True, allow_unused=True,
+            )
+            grads = _unscaled(grads, scale)
+            if not _all_finite(grads):
+                _report_overflow(j, len(support), scale)
+                loss, sample_size, log = _poisoned_query_step(model, criterion, query, optimizer)
+                return loss, sample_size, log, support_logs
+            fast = [w if g is None else w - lr * g for w, g in zip(fast, grads)]
         query_objective = _Objective(model, criterion)
         query_names = [n for n, p in query_objective.named_parameters() if p.requires_grad]
         loss, sample_size, log = _functional_forward(query_objective, query_names, fast, query, optimizer)
@@ -108,6 +131,55 @@ def _second_order(support, query, model, criterion, optimizer, ignore_grad, lr):
             loss *= 0
         optimizer.backward(loss)
     return loss, sample_size, log, support_logs
+
+
+def _poisoned_query_step(model, criterion, query, optimizer):
+    """The query backward with a NaN loss: every rank's meta-gradient becomes NaN
+    through the same backward/all-reduce as always, so fairseq's own checks take
+    over: with a loss scaler the update is skipped and the scale lowered
+    (OverflowError); in fp32 training stops with FloatingPointError ("gradients
+    are Nan/Inf") after saving crash.pt, which holds θ."""
+    loss, sample_size, log = _forward(criterion, model, query, optimizer)
+    optimizer.backward(loss * float("nan"))
+    return loss, sample_size, log
+
+
+def _report_overflow(step, k, scale):
+    logger.warning(
+        "inner step %d/%d: non-finite gradient (loss scale %s); θ is kept and this update "
+        "goes to fairseq's overflow handling (fp16: skipped, loss scale lowered; "
+        "fp32: FloatingPointError)", step, k, scale,
+    )
+    return True
+
+
+def loss_scale(optimizer):
+    """The loss scale fairseq's precision wrapper multiplies the loss by in
+    ``backward`` (1 without one). Inner gradients are taken of the scaled loss
+    and unscaled before the inner step, as the outer step does."""
+    scaler = getattr(optimizer, "scaler", None)  # FP16Optimizer, MemoryEfficientFP16Optimizer
+    if scaler is not None:
+        return float(scaler.loss_scale)
+    grad_scaler = getattr(optimizer, "_grad_scaler", None)  # AMPOptimizer
+    if grad_scaler is not None and grad_scaler.is_enabled():
+        return float(grad_scaler.get_scale())
+    return 1.0
+
+
+def _unscaled(grads, scale):
+    if scale == 1.0:
+        return grads
+    return [None if g is None else g / scale for g in grads]
+
+
+def _all_finite(grads):
+    checks = [torch.isfinite(g).all() for g in grads if g is not None]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
+@torch.no_grad()
+def _restore_(params, theta):
+    torch._foreach_copy_(params, theta)
 
 
 class _Objective(torch.nn.Module):

@@ -67,7 +67,8 @@ def wiki_lines():
 
 @pytest.fixture(scope="session")
 def book_lines():
-    return _text_lines(SHARED_DATA / "gutenberg" / "nltk-selections" / "austen-emma.txt", 900)
+    lines = _text_lines(SHARED_DATA / "gutenberg" / "nltk-selections" / "austen-emma.txt", 1800)
+    return lines[-900:]  # without the shared data: other docstrings than wiki_lines
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +86,16 @@ def two_corpora(tmp_path_factory, corpus, wiki_lines, book_lines):
     return root
 
 
+def cli_env():
+    # One thread: runs compared bit for bit must reduce in the same order.
+    return dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+
+
 def run_cli(tool, args, cwd=None, timeout=600):
     """Run ``fairseq-<tool>`` as a user would (a fresh process)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=cli_env(),
     )
 
 

@@ -63,6 +63,7 @@ class MetaMaskedLMConfig(MaskedLMConfig):
     )
     optimizer_name: Optional[str] = II("optimizer._name")
     train_subset: str = II("dataset.train_subset")
+    ddp_backend: Optional[str] = II("distributed_training.ddp_backend")
 
 
 @register_task("meta_masked_lm", dataclass=MetaMaskedLMConfig)

@@ -14,8 +14,9 @@ logger = logging.getLogger(__name__)
 
 class MetaTask:
     """Mixin for a :class:`~fairseq.tasks.FairseqTask` subclass whose config has
-    ``meta_train_steps``, ``optimizer_name`` (``II("optimizer._name")``) and
-    ``train_subset`` (``II("dataset.train_subset")``)."""
+    ``meta_train_steps``, ``optimizer_name`` (``II("optimizer._name")``),
+    ``train_subset`` (``II("dataset.train_subset")``) and ``ddp_backend``
+    (``II("distributed_training.ddp_backend")``)."""
 
     is_meta_task = True
 
@@ -30,6 +31,12 @@ class MetaTask:
                 f"--meta-train-steps {k} needs a meta optimizer for its inner steps, "
                 f"got --optimizer {optimizer_name}; use --optimizer meta_adam "
                 "(or --meta-train-steps 0 for plain multi-task training)"
+            )
+        if k > 0 and _resolved(cfg, "ddp_backend") == "fully_sharded":
+            raise MetaConfigError(
+                f"--meta-train-steps {k} does not support --ddp-backend fully_sharded: inner "
+                "steps update full, unsharded weights on every rank; use --ddp-backend "
+                "pytorch_ddp (c10d) or legacy_ddp"
             )
 
     @property
