@@ -61,3 +61,28 @@ def test_two_ranks_stay_identical_and_match_update_freq_two(corpus, tmp_path):
         single = torch.load(single_dir / "weights-rank0.pt")
         for name in single:
             torch.testing.assert_close(ranks[0][name], single[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_c10d_two_ranks_stay_identical(corpus, tmp_path):
+    """The pytorch_ddp (c10d) code path on CPU: fairseq's ModuleProxyWrapper around
+    torch's DistributedDataParallel, two gloo ranks, each adapting on its own
+    episode. Inner steps must not communicate: each update all-reduces exactly as
+    often as one ordinary backward; the meta-gradients reduced in that backward
+    keep the replicas identical. (fairseq's own
+    c10d wrapper passes device_ids=[0] and cannot run on CPU.)"""
+    for order in ("first", "second"):
+        out = tmp_path / order
+        out.mkdir()
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "helpers" / "c10d_meta_step.py"), str(corpus),
+             str(out), order, str(free_port())],
+            capture_output=True, text=True, timeout=600, env=cli_env())
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+        # Only the meta-test backward communicates: each update all-reduces
+        # exactly as often as one ordinary backward does.
+        per_backward, *per_update = r0.pop("_reductions").tolist()
+        r1.pop("_reductions")
+        assert per_backward > 0 and per_update == [per_backward] * 3, (per_backward, per_update)
+        for name in r0:
+            assert torch.equal(r0[name], r1[name]), f"{order}: replicas diverged at {name}"
