@@ -50,6 +50,13 @@ def test_max_tokens_sizes_one_minibatch(corpus):
             assert b["net_input"]["src_tokens"].numel() <= 100
 
 
+def test_required_batch_size_multiple_applies_to_each_minibatch(corpus):
+    task = make_task(corpus, *META, "--meta-train-steps", "1")
+    sizes = [len(ids(b)) for ep in episodes(task, max_sentences=7, required_batch_size_multiple=3)
+             for b in ep["support"] + [ep["query"]]]
+    assert sizes.count(6) >= len(sizes) - 1  # the data's last mini-batch may be short
+
+
 def test_order_is_deterministic_for_a_seed(corpus):
     task = make_task(corpus, *META, "--meta-train-steps", "1")
     first = [ids(ep["query"]) for ep in episodes(task, seed=5, max_sentences=4)]
