@@ -12,7 +12,7 @@ compat.install_one_line_errors()
 
 from . import optim  # noqa: E402,F401
 from . import tasks  # noqa: E402,F401
-from .tasks import meta_masked_lm  # noqa: E402,F401
+from .tasks import meta_masked_lm, meta_sentence_prediction  # noqa: E402,F401
 from . import criterions  # noqa: E402,F401
 
 __version__ = "0.1.0"

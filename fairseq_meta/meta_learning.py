@@ -246,12 +246,7 @@ def unwrap_data_parallel(model):
 
 def _with_meta_train_logs(query_log, support_logs):
     log = dict(query_log)
-    for key in ("loss", "sample_size", "ntokens", "nsentences"):
-        if key in support_logs[0]:
-            log["meta_train_" + key] = support_logs[0][key]
-    for key, value in support_logs[0].items():
-        if key.endswith("_loss") or key.endswith("_correct") or key.endswith("_count"):
-            log["meta_train_" + key] = value
+    log.update({"meta_train_" + key: value for key, value in support_logs[0].items()})
     log["episode_ntokens"] = query_log.get("ntokens", 0) + sum(
         s.get("ntokens", 0) for s in support_logs
     )

@@ -95,8 +95,8 @@ def _check_task(cfg):
     if task_cls is not None and not getattr(task_cls, "is_meta_task", False):
         raise MetaConfigError(
             f"--optimizer {cfg._name} runs inner meta-train steps, which task "
-            f"'{task_name}' does not provide; use a meta task (--task meta_masked_lm) "
-            "or a plain optimizer (e.g. --optimizer adam)"
+            f"'{task_name}' does not provide; use a meta task (--task meta_masked_lm "
+            "or meta_sentence_prediction) or a plain optimizer (e.g. --optimizer adam)"
         )
 
 

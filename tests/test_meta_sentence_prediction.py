@@ -1,0 +1,142 @@
+"""Supervised meta pre-training over several labeled tasks (meta_sentence_prediction)."""
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import conftest
+from conftest import SHARED_DATA, TINY_ROBERTA, USER_DIR, model_weights, run_cli
+
+GLUE = SHARED_DATA / "glue"
+# task: (file columns of sentence1, sentence2 or None, label), header?, rows
+LAYOUT = {
+    "RTE": (1, 2, 3, True),
+    "SST-2": (0, None, 1, True),
+    "STS-B": (7, 8, 9, True),
+}
+META_SP = ["--user-dir", USER_DIR, "--task", "meta_sentence_prediction",
+           "--criterion", "meta_sentence_prediction", "--max-positions", "32",
+           "--shorten-method", "truncate"]
+
+
+def _preprocess(srcdict, prefix_train, prefix_valid, destdir, only_source_dict=True):
+    cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source", "--trainpref", prefix_train,
+           "--validpref", prefix_valid, "--destdir", destdir, "--workers", "1"]
+    if srcdict:
+        cmd += ["--srcdict", srcdict]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def binarize_task(name, root, srcdict, rows=60):
+    s1, s2, lab, header = LAYOUT[name]
+    raw = root / "raw" / name
+    raw.mkdir(parents=True)
+    for split, src in (("train", "train.tsv"), ("valid", "dev.tsv")):
+        lines = (GLUE / name / src).read_text(encoding="utf-8-sig").splitlines()[int(header):][:rows]
+        cols = [line.split("\t") for line in lines]
+        (raw / f"{split}.input0").write_text("\n".join(c[s1].lower() for c in cols) + "\n")
+        if s2 is not None:
+            (raw / f"{split}.input1").write_text("\n".join(c[s2].lower() for c in cols) + "\n")
+        (raw / f"{split}.label").write_text("\n".join(c[lab] for c in cols) + "\n")
+    out = root / name
+    for key in ["input0", "input1"] if s2 is not None else ["input0"]:
+        _preprocess(srcdict, raw / f"train.{key}", raw / f"valid.{key}", out / key)
+    if name == "STS-B":
+        (out / "label").mkdir(parents=True)
+        for split in ("train", "valid"):
+            (out / "label" / f"{split}.label").write_text((raw / f"{split}.label").read_text())
+    else:
+        _preprocess(None, raw / "train.label", raw / "valid.label", out / "label")
+    return out
+
+
+# sentence_prediction has no --tokens-per-sample (its length limit is --max-positions)
+DEFAULTS = [a for a in conftest.TRAIN_DEFAULTS if a not in ("--tokens-per-sample", "32")]
+
+
+def train(data, save_dir, *args):
+    proc = run_cli("train", [data, "--save-dir", save_dir, *DEFAULTS, *TINY_ROBERTA, *args])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory, corpus):
+    if not GLUE.exists():
+        pytest.skip(f"GLUE data not found: {GLUE}")
+    root = tmp_path_factory.mktemp("glue")
+    for name in LAYOUT:
+        binarize_task(name, root, corpus / "dict.txt")
+    return root
+
+
+def test_depth_zero_single_task_equals_sentence_prediction(glue, tmp_path):
+    """k = 0 with one task: fairseq's sentence_prediction, update for update
+    (the head is named after the task instead of sentence_classification_head)."""
+    common = ["--max-update", "6", "--seed", "5", "--init-token", "0", "--separator-token", "2",
+              "--max-positions", "32", "--shorten-method", "truncate"]
+    train(glue / "RTE", tmp_path / "plain", "--user-dir", USER_DIR, "--task", "sentence_prediction",
+          "--criterion", "sentence_prediction", "--num-classes", "2", "--optimizer", "adam", *common)
+    train(glue, tmp_path / "meta", *META_SP, "--tasks", "RTE", "--optimizer", "meta_adam",
+          "--meta-train-steps", "0", *common)
+    plain = model_weights(tmp_path / "plain" / "checkpoint_last.pt")
+    meta = model_weights(tmp_path / "meta" / "checkpoint_last.pt")
+    rename = {k.replace("classification_heads.sentence_classification_head.", "classification_heads.RTE."): v
+              for k, v in plain.items()}
+    assert rename.keys() == meta.keys()
+    for k in meta:
+        assert torch.equal(rename[k], meta[k]), k
+
+
+def test_meta_training_over_three_tasks_logs_each_task(glue, tmp_path):
+    proc = train(glue, tmp_path, *META_SP, "--tasks", "RTE,SST-2,STS-B", "--optimizer", "meta_adam",
+                 "--meta-train-steps", "1", "--inner-lr", "1e-3", "--task-sampling-alpha", "0.5",
+                 "--max-update", "4", "--seed", "2")
+    log = proc.stdout + proc.stderr
+    assert "task sampling probabilities" in log
+    last = [line for line in log.splitlines() if "train_inner" in line][-1]
+    for key in ("meta_train_loss", "meta_test_loss", "RTE_accuracy", "SST-2_accuracy", "STS-B_pearson",
+                "meta_train_RTE_loss"):
+        assert f"{key}=" in last, (key, last)
+    valid = [line for line in log.splitlines() if "valid on 'valid'" in line][-1]
+    assert "RTE_accuracy" in valid and "STS-B_loss" in valid
+    heads = {k.split(".")[1] for k in model_weights(tmp_path / "checkpoint_last.pt") if k.startswith("classification_heads.")}
+    assert heads == {"RTE", "SST-2", "STS-B"}
+
+
+def test_starts_from_meta_masked_lm_and_feeds_sentence_prediction(corpus, glue, tmp_path):
+    """meta_masked_lm checkpoint → meta_sentence_prediction → stock sentence_prediction."""
+    conftest.train(corpus, tmp_path / "mlm", "--user-dir", USER_DIR, "--task", "meta_masked_lm",
+                   "--criterion", "meta_masked_lm", "--optimizer", "meta_adam",
+                   "--meta-train-steps", "1", "--max-update", "2")
+    train(glue, tmp_path / "sup", *META_SP, "--tasks", "RTE,SST-2", "--optimizer", "meta_adam",
+          "--meta-train-steps", "1", "--max-update", "2",
+          "--restore-file", tmp_path / "mlm" / "checkpoint_last.pt",
+          "--reset-optimizer", "--reset-dataloader", "--reset-meters")
+    proc = train(glue / "RTE", tmp_path / "ft", "--user-dir", USER_DIR, "--task", "sentence_prediction",
+                 "--criterion", "sentence_prediction", "--num-classes", "2", "--optimizer", "adam",
+                 "--init-token", "0", "--separator-token", "2", "--max-positions", "32",
+                 "--shorten-method", "truncate", "--max-update", "2",
+                 "--restore-file", tmp_path / "sup" / "checkpoint_last.pt",
+                 "--reset-optimizer", "--reset-dataloader", "--reset-meters")
+    valid = [line for line in (proc.stdout + proc.stderr).splitlines() if "valid on 'valid'" in line]
+    assert valid and re.search(r"accuracy \d", valid[-1])
+
+
+@pytest.mark.parametrize("case", ["unknown-task", "no-labels"])
+def test_bad_input_is_one_line(glue, tmp_path, case):
+    import shutil
+
+    data, tasks = glue, "RTE,QQP"
+    if case == "no-labels":
+        data = tmp_path / "data"
+        shutil.copytree(glue / "RTE", data / "RTE")
+        shutil.rmtree(data / "RTE" / "label")
+        tasks = "RTE"
+    proc = run_cli("train", [data, "--save-dir", tmp_path / "save", *DEFAULTS, *TINY_ROBERTA,
+                             *META_SP, "--tasks", tasks, "--optimizer", "meta_adam"])
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "error:" in err[-1] and ("QQP" in err[-1] if case == "unknown-task" else "no labels" in err[-1])
+    assert not any((tmp_path / "save").glob("*"))
