@@ -27,5 +27,5 @@ setup(
         "tensorboard",
         "numpy",
     ],
-    extras_require={"test": ["pytest>=7", "scipy", "scikit-learn"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist", "scipy", "scikit-learn"]},
 )

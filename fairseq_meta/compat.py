@@ -4,13 +4,10 @@ Each fix is scoped as narrowly as we could make it and is covered by
 ``tests/test_compat.py``.
 """
 import inspect
-import logging
 import sys
 import types
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 class MetaConfigError(ValueError):
@@ -87,5 +84,4 @@ def patch_fairseq_checkpoint_loading():
     if "weights_only" in inspect.getsource(checkpoint_utils.load_checkpoint_to_cpu):
         return False
     checkpoint_utils.torch = _TorchTrustingFairseqCheckpoints()
-    logger.debug("fairseq.checkpoint_utils now loads with torch.load(weights_only=False)")
     return True
