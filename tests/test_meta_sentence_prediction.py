@@ -106,7 +106,8 @@ def test_meta_training_over_three_tasks_logs_each_task(glue, tmp_path):
 
 
 def test_starts_from_meta_masked_lm_and_feeds_sentence_prediction(corpus, glue, tmp_path):
-    """meta_masked_lm checkpoint → meta_sentence_prediction → stock sentence_prediction."""
+    """meta_masked_lm checkpoint → meta_sentence_prediction → fairseq-hydra-train
+    fine-tuning (configs/finetune/rte.yaml, stock sentence_prediction) → a dev metric."""
     conftest.train(corpus, tmp_path / "mlm", "--user-dir", USER_DIR, "--task", "meta_masked_lm",
                    "--criterion", "meta_masked_lm", "--optimizer", "meta_adam",
                    "--meta-train-steps", "1", "--max-update", "2")
@@ -114,12 +115,18 @@ def test_starts_from_meta_masked_lm_and_feeds_sentence_prediction(corpus, glue, 
           "--meta-train-steps", "1", "--max-update", "2",
           "--restore-file", tmp_path / "mlm" / "checkpoint_last.pt",
           "--reset-optimizer", "--reset-dataloader", "--reset-meters")
-    proc = train(glue / "RTE", tmp_path / "ft", "--user-dir", USER_DIR, "--task", "sentence_prediction",
-                 "--criterion", "sentence_prediction", "--num-classes", "2", "--optimizer", "adam",
-                 "--init-token", "0", "--separator-token", "2", "--max-positions", "32",
-                 "--shorten-method", "truncate", "--max-update", "2",
-                 "--restore-file", tmp_path / "sup" / "checkpoint_last.pt",
-                 "--reset-optimizer", "--reset-dataloader", "--reset-meters")
+    proc = run_cli("hydra_train", [
+        "--config-dir", conftest.REPO / "configs" / "finetune", "--config-name", "rte",
+        f"task.data={glue / 'RTE'}", f"common.user_dir={USER_DIR}",
+        f"checkpoint.restore_file={tmp_path / 'sup' / 'checkpoint_last.pt'}",
+        f"checkpoint.save_dir={tmp_path / 'ft'}", f"hydra.run.dir={tmp_path / 'ft-hydra'}",
+        "model.encoder_layers=2", "model.encoder_embed_dim=32", "model.encoder_ffn_embed_dim=64",
+        "model.encoder_attention_heads=2", "task.max_positions=32", "common.cpu=true",
+        "common.fp16=false", "optimization.max_update=2", "lr_scheduler.warmup_updates=0",
+        "dataset.batch_size=4", "dataset.num_workers=0", "common.log_format=simple",
+    ])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"Loaded checkpoint {tmp_path / 'sup' / 'checkpoint_last.pt'}" in proc.stdout + proc.stderr
     valid = [line for line in (proc.stdout + proc.stderr).splitlines() if "valid on 'valid'" in line]
     assert valid and re.search(r"accuracy \d", valid[-1])
 
