@@ -10,7 +10,6 @@ from fairseq.data import (
     Dictionary,
     NestedDictionaryDataset,
     PrependTokenDataset,
-    ResamplingDataset,
     TokenBlockDataset,
     data_utils,
 )
@@ -22,6 +21,7 @@ from omegaconf import II
 
 from ..compat import MetaConfigError
 from ..data.next_sentence_pair_dataset import NextSentenceLabelDataset, NextSentencePairDataset
+from ..data.temperature_sampling import resample, sampling_probabilities
 from .meta_task import MetaTask, _resolved
 
 logger = logging.getLogger(__name__)
@@ -200,27 +200,15 @@ class MetaMaskedLMTask(MetaTask, MaskedLMTask):
         return dataset
 
     def _resample(self, corpora, sequences, labels, epoch):
-        """Temperature-smoothed corpus sampling, as fairseq's multilingual_masked_lm."""
-        sizes = np.array([len(d) for d in sequences], dtype=float)
-        probs = sizes / sizes.sum()
-        probs = probs**self.cfg.corpus_sampling_alpha
-        probs = probs / probs.sum()
-        ratios = probs * sizes.sum() / sizes
+        probs = sampling_probabilities([len(d) for d in sequences], self.cfg.corpus_sampling_alpha)
         logger.info(
             "corpus sampling probabilities: %s",
             {name: round(float(p), 4) for (name, _), p in zip(corpora, probs)},
         )
-
-        def resample(dataset, ratio):
-            # Same seed, epoch and length => the same draw, so sequences and
-            # their labels stay aligned.
-            return ResamplingDataset(
-                dataset, size_ratio=ratio, seed=self.cfg.seed, epoch=epoch, replace=ratio >= 1.0
-            )
-
-        sequences = [resample(d, r) for d, r in zip(sequences, ratios)]
-        labels = [resample(d, r) for d, r in zip(labels, ratios)]
-        return sequences, labels
+        return (
+            resample(sequences, probs, self.cfg.seed, epoch),
+            resample(labels, probs, self.cfg.seed, epoch) if labels else [],
+        )
 
     def _regular_dataset(self, src_dataset, target_dataset):
         dataset = super()._regular_dataset(src_dataset, target_dataset)

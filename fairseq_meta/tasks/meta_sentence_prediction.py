@@ -4,8 +4,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
-from fairseq.data import Dictionary, ResamplingDataset
+from fairseq.data import Dictionary
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
@@ -13,6 +12,7 @@ from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..compat import MetaConfigError
 from ..data.multi_task_dataset import MultiTaskDataset
+from ..data.temperature_sampling import resample, sampling_probabilities
 from .meta_task import MetaTask, _resolved
 
 logger = logging.getLogger(__name__)
@@ -109,18 +109,12 @@ class MetaSentencePredictionTask(MetaTask, FairseqTask):
         return self.datasets[split]
 
     def _resample(self, datasets, epoch):
-        sizes = np.array([len(d) for d in datasets.values()], dtype=float)
-        probs = (sizes / sizes.sum()) ** self.cfg.task_sampling_alpha
-        probs = probs / probs.sum()
-        ratios = probs * sizes.sum() / sizes
+        probs = sampling_probabilities([len(d) for d in datasets.values()], self.cfg.task_sampling_alpha)
         logger.info(
             "task sampling probabilities: %s",
             {n: round(float(p), 4) for n, p in zip(datasets, probs)},
         )
-        return {
-            name: ResamplingDataset(d, size_ratio=r, seed=self.cfg.seed, epoch=epoch, replace=r >= 1.0)
-            for (name, d), r in zip(datasets.items(), ratios)
-        }
+        return dict(zip(datasets, resample(list(datasets.values()), probs, self.cfg.seed, epoch)))
 
     def build_model(self, cfg, from_checkpoint=False):
         from fairseq import models
