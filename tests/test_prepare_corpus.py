@@ -4,32 +4,18 @@ The scripts run as users run them (``python scripts/...`` in a fresh process).
 prepare_corpus is fed small slices of the real shared data (WikiText-2 and a
 Project Gutenberg book kept byte for byte: UTF-8 BOM, CRLF, PG header/footer).
 """
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
+from conftest import check_ok, run_script  # noqa: E402
 SHARED_DATA = REPO.parent / "shared" / "data"
 WIKI = SHARED_DATA / "wikitext-2" / "valid.txt"
 BOOK = SHARED_DATA / "gutenberg" / "pg-top-downloads" / "pg11.txt"  # Alice; BOM + CRLF
 DATA_FILES = {"dict.txt", "train.bin", "train.idx", "valid.bin", "valid.idx"}
 
 
-def run_script(name, *args, cwd=None):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def decode_split(data_dir, split, spm_model):

@@ -9,14 +9,12 @@ shared data lacks.  Everything runs as users run it (``python scripts/...``).
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
+from conftest import check_ok, run_script  # noqa: E402
 SHARED_DATA = REPO.parent / "shared" / "data"
 GLUE = SHARED_DATA / "glue"
 WIKI = SHARED_DATA / "wikitext-2" / "valid.txt"
@@ -36,17 +34,6 @@ LAYOUT = {
 }
 
 
-def run_script(name, *args, cwd=None):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def tsv_rows(path, header, n=ROWS):
