@@ -33,6 +33,12 @@ class EpisodeDataset(BaseWrapperDataset):
             raise MetaConfigError(f"an episode needs at least one mini-batch (got {episode_size})")
         self.episode_size = episode_size
 
+    @property
+    def supports_prefetch(self):
+        # prefetch() would receive encoded indices (j * len + index); none of the
+        # wrapped masked-LM / sentence-prediction pipelines prefetches anyway.
+        return False
+
     def __getitem__(self, index):
         position, index = divmod(int(index), len(self.dataset))
         return position, self.dataset[index]
