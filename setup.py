@@ -27,5 +27,9 @@ setup(
         "tensorboard",
         "numpy",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist", "scipy", "scikit-learn"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist", "scipy", "scikit-learn", "matplotlib"],
+        # scripts/reproduce.py's plots
+        "repro": ["matplotlib"],
+    },
 )

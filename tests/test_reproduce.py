@@ -1,0 +1,148 @@
+"""scripts/reproduce.py --quick end to end on the real data in ../shared/data: corpora ->
+GLUE -> pre-training with k = 0, 1, 2 (MLM, MLM+NSP) -> supervised k = 0/1 -> fine-tuning
+every checkpoint on five GLUE tasks -> report. Checks the report against the raw per-run
+results (recomputed here), the equal-token bookkeeping, that the right checkpoints were
+fine-tuned, resumption, and the one-line errors."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, SHARED_DATA
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "glue").is_dir(),
+                                reason="needs ../shared/data")
+
+SCRIPT = REPO / "scripts" / "reproduce.py"
+TASKS = ["RTE", "MRPC", "CoLA", "STS-B", "SST-2"]
+
+
+def _run(*args, timeout=1800):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "quick"
+    proc = _run("--quick", "--out-dir", out, "--jobs", 2)
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return out, proc
+
+
+def _settings(out):
+    return json.loads((out / "settings.json").read_text())
+
+
+def test_quick_mode_writes_every_score_and_plot(quick_run):
+    out, _ = quick_run
+    result = json.loads((out / "results.json").read_text())
+    n = _settings(out)["updates"]
+    expected = {f"{obj}-k{k}" for obj in ("mlm", "mlm+nsp") for k in (0, 1, 2)}
+    expected |= {f"{obj}-k0@{m * n}" for obj in ("mlm", "mlm+nsp") for m in (2, 3)}
+    expected |= {"supervised-k0", "supervised-k1"}
+    assert set(result["scores"]) == expected
+    for label, per_task in result["scores"].items():
+        assert set(per_task) == set(TASKS), label
+        for task, per_seed in per_task.items():
+            assert list(per_seed) == ["1"], (label, task)
+            assert all(v == v and abs(v) <= 100 for v in per_seed.values()), (label, task)
+    for png in ("pretrain_loss.png", "downstream.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+    report = (out / "results.md").read_text()
+    for label in expected:
+        assert f"| {label} |" in report
+
+
+def test_report_matches_the_raw_fine_tuning_results(quick_run):
+    """Scores and paired differences recomputed from each finetune_glue results.json."""
+    out, _ = quick_run
+    result = json.loads((out / "results.json").read_text())
+    primary = {"RTE": ["accuracy"], "MRPC": ["f1", "accuracy"], "CoLA": ["mcc"],
+               "STS-B": ["pearson", "spearman"], "SST-2": ["accuracy"]}
+    raw = {}
+    for label in result["scores"]:
+        tasks = json.loads((out / "finetune" / label / "results.json").read_text())["tasks"]
+        raw[label] = {t: statistics.fmean(tasks[t]["splits"]["valid"]["seeds"]["1"][m]
+                                          for m in primary[t]) for t in TASKS}
+        for t in TASKS:
+            assert result["scores"][label][t]["1"] == pytest.approx(raw[label][t], abs=1e-9)
+    by_title = {d["title"]: d for d in result["paired_differences"]}
+    n = _settings(out)["updates"]
+    d = by_title[f"mlm: k=2 vs k=0, equal tokens ({3 * n} k=0 updates)"]
+    assert d["baseline"] == f"mlm-k0@{3 * n}"
+    for t in TASKS:
+        assert d["per_task"][t]["mean"] == pytest.approx(raw["mlm-k2"][t] - raw[f"mlm-k0@{3 * n}"][t])
+    avg = statistics.fmean(raw["mlm-k2"][t] for t in TASKS) - statistics.fmean(
+        raw[f"mlm-k0@{3 * n}"][t] for t in TASKS)
+    assert d["average"]["mean"] == pytest.approx(avg)
+    held_out = by_title["supervised: k=1 vs k=0, held-out tasks (RTE, STS-B)"]
+    assert set(held_out["per_task"]) == {"RTE", "STS-B"}
+
+
+def test_equal_tokens_and_the_right_checkpoints(quick_run):
+    out, _ = quick_run
+    result = json.loads((out / "results.json").read_text())
+    n = _settings(out)["updates"]
+    curves = result["pretrain"]
+    for k in (1, 2):
+        # MLM blocks are full (--sample-break-mode none): k=0 after (k+1)·N updates has
+        # processed the tokens of depth k after N updates.
+        k0 = {p["updates"]: p["tokens"] for p in curves["mlm-k0"]["valid"]}
+        kk = {p["updates"]: p["tokens"] for p in curves[f"mlm-k{k}"]["valid"]}
+        assert kk[n] == pytest.approx(k0[(k + 1) * n], rel=0.01)
+        assert kk[n] == pytest.approx((k + 1) * k0[n], rel=0.01)
+
+    def fine_tuned_checkpoint(label):
+        meta = json.loads((out / "finetune" / label / "results.json").read_text())
+        state = torch.load(meta["checkpoint"], map_location="cpu", weights_only=False)
+        return state["cfg"], state["optimizer_history"][-1]["num_updates"]
+
+    for label, task, k, updates in [("mlm-k0", "meta_masked_lm", 0, n),
+                                    ("mlm-k2", "meta_masked_lm", 2, n),
+                                    (f"mlm+nsp-k0@{2 * n}", "meta_masked_lm", 0, 2 * n),
+                                    ("supervised-k1", "meta_sentence_prediction", 1, None)]:
+        cfg, num_updates = fine_tuned_checkpoint(label)
+        assert cfg["task"]["_name"] == task, label
+        assert cfg["task"]["meta_train_steps"] == k, label
+        if updates is not None:
+            assert num_updates == updates, label
+    assert fine_tuned_checkpoint("mlm+nsp-k1")[0]["task"]["sentence_objective"] == "nsp"
+
+
+def test_rerun_skips_finished_steps_and_other_settings_are_refused(quick_run):
+    out, _ = quick_run
+    before = (out / "results.json").read_text()
+    proc = _run("--quick", "--out-dir", out, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "running" not in proc.stdout and proc.stdout.count("skipped") == 2 + 6 + 2 + 12
+    assert (out / "results.json").read_text() == before
+
+    proc = _run("--quick", "--out-dir", out, "--updates", 13, timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "other settings (updates)" in err[0], proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "1,x"], "--seeds must be comma-separated integers"),
+    (["--seeds", "1,1"], "--seeds has repeats"),
+    (["--updates", "0"], "--updates must be a positive integer"),
+    (["--embed-dim", "63"], "is not divisible by --heads"),
+    (["--inner-lr", "0"], "--inner-lr must be positive"),
+    (["--data-root", "/nonexistent"], "not found"),
+    (["--corpora", "wiki"], "--corpora wants NAME=PATH"),
+])
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    proc = _run("--quick", "--out-dir", out, *args, timeout=60)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reproduce.py: error:") and message in err[0], proc.stderr
+    assert not out.exists()
