@@ -82,8 +82,7 @@ def _first_order(task, support, query, model, criterion, optimizer, update_num, 
             grads = torch.autograd.grad(
                 _normalized(loss, sample_size, ignore_grad) * scale, params, allow_unused=True
             )
-            grads = _unscaled(grads, scale)
-            if not _all_finite(grads):
+            if not _unscale_and_check_(grads, scale):
                 overflow = _report_overflow(j, len(support), scale)
                 break
             _sgd_step_(params, grads, lr)
@@ -170,6 +169,27 @@ def _unscaled(grads, scale):
     if scale == 1.0:
         return grads
     return [None if g is None else g / scale for g in grads]
+
+
+@torch.no_grad()
+def _unscale_and_check_(grads, scale):
+    """g ← g / scale in place, and whether every g is finite.
+
+    One fused kernel per (device, dtype), as torch's GradScaler does, and one
+    host sync per inner step: a check per tensor cost ~3% of a small model's
+    step on CPU (scripts/benchmark.py, docs/benchmarks.md). In place is safe
+    because these are autograd.grad's fresh tensors (first order, no graph).
+    For the usual power-of-two scales multiplying by 1/scale equals dividing.
+    """
+    groups, found_inf = {}, {}
+    for g in grads:
+        if g is not None:
+            groups.setdefault((g.device, g.dtype), []).append(g)
+    for (device, _), group in groups.items():
+        flag = found_inf.setdefault(device, torch.zeros(1, device=device))
+        inv_scale = torch.full((1,), 1.0 / scale, dtype=torch.float32, device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, inv_scale)
+    return not any(bool(flag.item()) for flag in found_inf.values())
 
 
 def _all_finite(grads):
