@@ -86,6 +86,10 @@ def _first_order(task, support, query, model, criterion, optimizer, update_num, 
                 overflow = _report_overflow(j, len(support), scale)
                 break
             _sgd_step_(params, grads, lr)
+            # Free the inner gradients now, not at the next assignment: otherwise
+            # they live through the next forward/backward and peak memory holds
+            # one more copy of the parameters.
+            del grads, loss
         if overflow:
             _restore_(params, theta)
             loss, sample_size, log = _poisoned_query_step(model, criterion, query, optimizer)

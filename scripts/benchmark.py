@@ -90,7 +90,8 @@ def worker(args):
     n_params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"config": args.config, "tokens_per_s": n_tokens / elapsed,
                       "updates_per_s": args.updates / elapsed, "peak_bytes": peak,
-                      "param_bytes": n_params * 4, "device": "cuda" if torch.cuda.is_available() else "cpu"}))
+                      "param_bytes": n_params * 4, "device": "cuda" if torch.cuda.is_available() else "cpu",
+                      "threads": torch.get_num_threads()}))
 
 
 def main():
@@ -139,7 +140,8 @@ def main():
     param_bytes = runs["masked_lm"][0]["param_bytes"]
     print(f"\nmodel {args.model} ({param_bytes / 4 / 1e6:.2f}M parameters, {param_bytes / 2**20:.1f} MiB fp32), "
           f"batch {args.batch_size} x {args.tokens_per_sample} tokens, {args.updates} timed updates, "
-          f"median of {args.rounds} interleaved rounds, device {runs['masked_lm'][0]['device']}\n")
+          f"median of {args.rounds} interleaved rounds, device {runs['masked_lm'][0]['device']}"
+          f" ({runs['masked_lm'][0].get('threads')} intra-op threads)\n")
     print("| config | tokens/s (all) | updates/s | peak memory (MiB) | tokens/s ratio | peak − stock (× param bytes) |")
     print("|---|---:|---:|---:|---:|---:|")
     for config in configs:
