@@ -200,3 +200,35 @@ def test_inner_steps_leave_grad_untouched(corpus, monkeypatch):
     monkeypatch.setattr(optimizer, "backward", spy)
     task.train_step(episode, model, criterion, optimizer, update_num=0)
     assert len(seen) == 1 and all(g is None for g in seen[0])
+
+
+def test_inner_gradients_are_freed_before_the_next_step(corpus, monkeypatch):
+    """Peak memory of first order is θ's saved copy on top of a plain step: each inner
+    step's gradients are gone before the next forward (and before the query step)."""
+    import gc
+    import weakref
+
+    from fairseq_meta import meta_learning
+
+    task, model, criterion, optimizer, episodes = build(corpus, k=2)
+    episode = next(episodes)
+    inner_grads, alive_at_forward = [], []
+    grad = torch.autograd.grad
+    forward = criterion.forward
+
+    def recording_grad(*args, **kwargs):
+        grads = grad(*args, **kwargs)
+        inner_grads.extend(weakref.ref(g) for g in grads if g is not None)
+        return grads
+
+    def checking_forward(*args, **kwargs):
+        gc.collect()
+        alive_at_forward.append(sum(r() is not None for r in inner_grads))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(meta_learning.torch.autograd, "grad", recording_grad)
+    criterion.forward = checking_forward
+    task.train_step(episode, model, criterion, optimizer, update_num=0)
+    assert len(inner_grads) > 0
+    # forwards: support 1, support 2, query; none may see an earlier step's gradients
+    assert alive_at_forward == [0, 0, 0]
