@@ -59,7 +59,7 @@ MODES = {
         valid_points=8, vocab_size=8000, spm_input_lines=300000,
         corpora="wiki=wikitext-2,books=gutenberg", glue_max_rows=0,
         supervised_updates=200, supervised_lr=1e-4,
-        finetune_updates=150, finetune_lr=3e-4, finetune_batch_size=16, seeds="1,2,3"),
+        finetune_updates=60, finetune_lr=3e-4, finetune_batch_size=16, seeds="1,2,3"),
     "quick": dict(
         layers=2, embed_dim=64, ffn_dim=256, heads=2, tokens_per_sample=64, batch_size=8,
         updates=12, max_k=2, lr=5e-4, warmup=4, inner_lr=1e-2, log_interval=2,
