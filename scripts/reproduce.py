@@ -384,12 +384,13 @@ def task_score(split, seed):
 
 
 def downstream_scores(out, s):
-    """{label: {task: {seed: score}}} from every finetune_glue results.json."""
+    """{label: {task: {seed: score}}} from every finished finetune_glue results.json
+    (a checkpoint whose fine-tuning has not finished is left out)."""
     scores = {}
     for label, _, _, _ in checkpoints_to_finetune(out, s):
         path = out / "finetune" / label / "results.json"
         if not path.is_file():
-            raise ReproError(f"{path} is missing: the fine-tuning of {label} has not finished")
+            continue
         result = json.loads(path.read_text())
         scores[label] = {}
         for task in GLUE_TASKS:
@@ -431,6 +432,8 @@ def paired_differences(scores, s):
     """Per comparison and task: mean ± std over seeds of (score - baseline score), same seed."""
     result = []
     for title, label, base, tasks in comparisons(s):
+        if label not in scores or base not in scores:
+            continue
         per_task = {}
         for task in tasks:
             seeds = sorted(set(scores[label][task]) & set(scores[base][task]))
@@ -514,6 +517,9 @@ def write_report(args):
     s, out = args.settings, args.out
     curves = pretrain_curves(out, s)
     scores = downstream_scores(out, s)
+    if not scores:
+        raise ReproError(f"no fine-tuning has finished in {out / 'finetune'} yet")
+    missing = [label for label, _, _, _ in checkpoints_to_finetune(out, s) if label not in scores]
     diffs = paired_differences(scores, s)
     plot(curves, scores, out, s)
 
@@ -548,6 +554,8 @@ def write_report(args):
         cells = [fmt(*mean_std(per_task[t].values())) for t in GLUE_TASKS]
         cells.append(fmt(*mean_std(average_over_tasks(per_task, GLUE_TASKS).values())))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if missing:
+        lines += ["", f"**Not fine-tuned yet (left out of this report):** {', '.join(missing)}."]
     lines += ["", "Checkpoints: " + "; ".join(f"`{k}` = {v}" for k, v in described.items()), "",
               "## Paired differences to k = 0 (same fine-tuning seed)", "",
               "mean ± std over seeds of (score - baseline score); wins = seeds where k > 0 is "
@@ -566,6 +574,7 @@ def write_report(args):
     (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(
         {"mode": "quick" if args.quick else "full", "settings": public_settings(s),
+         "not_fine_tuned": missing,
          "pretrain": curves, "scores": {l: {t: {str(sd): v for sd, v in per.items()}
                                               for t, per in ts.items()}
                                          for l, ts in scores.items()},

@@ -46,7 +46,7 @@ def test_quick_mode_writes_every_score_and_plot(quick_run):
     expected = {f"{obj}-k{k}" for obj in ("mlm", "mlm+nsp") for k in (0, 1, 2)}
     expected |= {f"{obj}-k0@{m * n}" for obj in ("mlm", "mlm+nsp") for m in (2, 3)}
     expected |= {"supervised-k0", "supervised-k1"}
-    assert set(result["scores"]) == expected
+    assert set(result["scores"]) == expected and result["not_fine_tuned"] == []
     for label, per_task in result["scores"].items():
         assert set(per_task) == set(TASKS), label
         for task, per_seed in per_task.items():
