@@ -21,7 +21,7 @@ SCRIPT = REPO / "scripts" / "reproduce.py"
 TASKS = ["RTE", "MRPC", "CoLA", "STS-B", "SST-2"]
 
 
-def _run(*args, timeout=1800):
+def _run(*args, timeout=3600):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=REPO)
