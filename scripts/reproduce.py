@@ -389,7 +389,7 @@ def downstream_scores(out, s):
     scores = {}
     for label, _, _, _ in checkpoints_to_finetune(out, s):
         path = out / "finetune" / label / "results.json"
-        if not path.is_file():
+        if not (out / "finetune" / label / ".done").exists():  # results.json grows per task
             continue
         result = json.loads(path.read_text())
         scores[label] = {}
