@@ -32,7 +32,6 @@ import argparse
 import concurrent.futures
 import glob
 import json
-import math
 import os
 import shlex
 import statistics
@@ -509,7 +508,7 @@ def plot(curves, scores, out, s):
     plt.close(fig)
 
 
-def fmt(mean, std, n=None):
+def fmt(mean, std):
     return f"{mean:.2f} ± {std:.2f}"
 
 
@@ -583,8 +582,7 @@ def write_report(args):
 
 
 def public_settings(s):
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in s.items()
-            if k not in ("corpus_list", "seed_list")}
+    return {k: v for k, v in s.items() if k not in ("corpus_list", "seed_list")}
 
 
 # --------------------------------------------------------------------------- #
