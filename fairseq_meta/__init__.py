@@ -5,10 +5,10 @@ Importing the package registers everything: fairseq's user-dir loader imports
 only ``tasks/`` and ``models/`` by itself, so criterions and optimizers are
 imported here.
 """
-from . import compat
+from . import compat, errors
 
 compat.patch_fairseq_checkpoint_loading()
-compat.install_one_line_errors()
+errors.install_one_line_errors()
 
 from . import optim  # noqa: E402,F401
 from . import tasks  # noqa: E402,F401

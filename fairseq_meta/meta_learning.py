@@ -50,9 +50,10 @@ def meta_train_step(
     """
     support, query = episode["support"], episode["query"]
     if not support:
-        return FairseqTask.train_step(
+        loss, sample_size, log = FairseqTask.train_step(
             task, query, model, criterion, optimizer, update_num, ignore_grad
         )
+        return loss, sample_size, dict(log, episode_ntokens=log.get("ntokens", 0))
     model.train()
     model.set_num_updates(update_num)
     if second_order:

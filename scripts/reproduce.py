@@ -114,6 +114,9 @@ def parse_args(argv=None):
         if settings[key] < 1:
             raise ReproError(f"--{key.replace('_', '-')} must be a positive integer "
                              f"(got {settings[key]})")
+    if settings["updates"] % settings["log_interval"]:
+        raise ReproError(f"--updates {settings['updates']} is not a multiple of --log-interval "
+                         f"{settings['log_interval']} (tokens are counted per log row)")
     if settings["max_k"] < 1:
         raise ReproError(f"--max-k must be at least 1 (got {settings['max_k']})")
     if settings["embed_dim"] % settings["heads"]:
@@ -257,12 +260,19 @@ def stage_data(args):
     run_step("glue", glue, out / "logs" / "glue.log", out / "logs" / "glue.done")
 
 
+def validate_interval(s):
+    """Updates between validations: a multiple of the log interval, so that the
+    token count at every validation point is exact (see pretrain_curves)."""
+    every = s["updates"] // s["valid_points"] // s["log_interval"] * s["log_interval"]
+    return max(s["log_interval"], every)
+
+
 def stage_pretrain(args):
     s, out = args.settings, args.out
     steps = []
     for name, objective, k, updates in pretrain_runs(s):
         run_dir = out / "pretrain" / name
-        valid_every = max(1, s["updates"] // s["valid_points"])
+        valid_every = validate_interval(s)
         cmd = [sys.executable, "-m", "fairseq_cli.train", out / "data", "--user-dir", USER_DIR,
                "--task", "meta_masked_lm", "--criterion", "meta_masked_lm",
                "--optimizer", "meta_adam", "--meta-train-steps", k, "--inner-lr", s["inner_lr"],
@@ -338,23 +348,26 @@ def read_fairseq_log(path):
 def pretrain_curves(out, s):
     """Per run: tokens processed and losses (bits) along training.
 
-    fairseq logs ``wpb``, the (non-padding) tokens of the query mini-batch per update;
-    an update at depth k also processes k support mini-batches, counted through the
-    ratio of ``episode_wps`` (all tokens) to ``wps`` (query tokens) over the same
-    interval. Tokens processed = sum over log intervals of updates x wpb x that ratio.
+    Every ``train_inner`` row carries ``episode_tokens``, the exact number of tokens
+    (support and query mini-batches) that the updates since the previous row
+    processed, summed by fairseq's metrics. Tokens processed at a logged update is
+    the sum of the rows up to it. Validation and checkpoints fall on logged updates
+    (``--validate-interval-updates`` and ``--updates`` are multiples of
+    ``--log-interval``), so every point is an exact count.
     """
     curves = {}
     for name, objective, k, _ in pretrain_runs(s):
-        rows = read_fairseq_log(out / "pretrain" / name / "train.log")
-        train, tokens, last_update, tokens_at = [], 0.0, 0, {0: 0.0}
+        log_path = out / "pretrain" / name / "train.log"
+        rows = read_fairseq_log(log_path)
+        train, tokens, last_update, tokens_at = [], 0, 0, {0: 0}
         for r in rows["train"]:
             update = int(r["num_updates"])
             if update <= last_update:  # a resumed run repeats updates: keep the first pass
                 continue
-            per_update = float(r["wpb"])
-            if k > 0:
-                per_update *= float(r["episode_wps"]) / float(r["wps"])
-            tokens += (update - last_update) * per_update
+            if "episode_tokens" not in r:
+                raise ReproError(f"{log_path}: a train_inner row has no episode_tokens (a log "
+                                 "from an older fairseq_meta); rerun this step")
+            tokens += int(r["episode_tokens"])
             last_update = update
             tokens_at[update] = tokens
             train.append({"updates": update, "tokens": tokens, "meta_test_loss": float(r["loss"]),
@@ -363,17 +376,10 @@ def pretrain_curves(out, s):
         for r in rows["valid"]:  # a resumed run may log an update twice: keep the last
             valid[int(r["valid_num_updates"])] = (float(r["valid_loss"]),
                                                   float(r.get("valid_mlm_loss", r["valid_loss"])))
-        known = sorted(tokens_at)
-
-        def tokens_until(update):
-            below = max(u for u in known if u <= update)
-            rate = (tokens_at[below] / below) if below else 0.0
-            return tokens_at[below] + (update - below) * rate
-
         curves[name] = {
             "objective": objective, "k": k, "train": train,
-            "valid": [{"updates": u, "tokens": tokens_until(u), "loss": l, "mlm_loss": m}
-                      for u, (l, m) in sorted(valid.items())],
+            "valid": [{"updates": u, "tokens": tokens_at[u], "loss": l, "mlm_loss": m}
+                      for u, (l, m) in sorted(valid.items()) if u in tokens_at],
         }
     return curves
 

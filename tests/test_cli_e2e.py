@@ -120,3 +120,16 @@ def _assert_tensorboard_scalars(logdir):
     valid = EventAccumulator(str(logdir / "valid"))
     valid.Reload()
     assert "loss" in valid.Tags()["scalars"]
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_episode_tokens_are_exact_counts(k, corpus, tmp_path):
+    """Each log row sums the tokens its updates processed, support and query: with
+    full blocks (--sample-break-mode none) that is (k + 1) x batch x block size per
+    update, an integer whatever the machine's speed."""
+    log = train(corpus, tmp_path, *META, "--meta-train-steps", k, "--inner-lr", "1e-3",
+                "--sample-break-mode", "none", "--max-update", "4", "--log-interval", "2").stdout
+    rows = _train_inner(log)
+    assert [int(r["num_updates"]) for r in rows] == [2, 4]
+    batch, block = 4, 32  # conftest.TRAIN_DEFAULTS
+    assert [r["episode_tokens"] for r in rows] == [str(2 * (k + 1) * batch * block)] * 2

@@ -5,7 +5,7 @@ from conftest import META, TINY_ROBERTA
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from fairseq_meta.compat import MetaConfigError
+from fairseq_meta.errors import MetaConfigError
 
 
 def make_task(data, *args):

@@ -91,13 +91,16 @@ def test_equal_tokens_and_the_right_checkpoints(quick_run):
     result = json.loads((out / "results.json").read_text())
     n = _settings(out)["updates"]
     curves = result["pretrain"]
+    s = _settings(out)
+    full_batch = s["batch_size"] * s["tokens_per_sample"]
+    # MLM blocks are full (--sample-break-mode none): every mini-batch holds exactly
+    # batch_size x tokens_per_sample tokens, and an update at depth k reads k + 1 of
+    # them. The counts are summed from the logs, so they are exact integers.
+    k0 = {p["updates"]: p["tokens"] for p in curves["mlm-k0"]["valid"]}
+    assert k0[n] == n * full_batch and k0[3 * n] == 3 * n * full_batch
     for k in (1, 2):
-        # MLM blocks are full (--sample-break-mode none): k=0 after (k+1)·N updates has
-        # processed the tokens of depth k after N updates.
-        k0 = {p["updates"]: p["tokens"] for p in curves["mlm-k0"]["valid"]}
         kk = {p["updates"]: p["tokens"] for p in curves[f"mlm-k{k}"]["valid"]}
-        assert kk[n] == pytest.approx(k0[(k + 1) * n], rel=0.01)
-        assert kk[n] == pytest.approx((k + 1) * k0[n], rel=0.01)
+        assert kk[n] == (k + 1) * n * full_batch == k0[(k + 1) * n]
 
     def fine_tuned_checkpoint(label):
         meta = json.loads((out / "finetune" / label / "results.json").read_text())

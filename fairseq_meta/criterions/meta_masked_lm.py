@@ -95,9 +95,6 @@ class MetaMaskedLmLoss(MaskedLmLoss):
             # meta-test: the query batch at θ_k, the loss the update follows.
             log_bits("meta_train_loss", "meta_train_loss", "meta_train_sample_size")
             log_bits("meta_test_loss", "loss", "sample_size")
-            # fairseq's wps counts the query tokens; this counts every token an
-            # episode processes (support and query).
-            metrics.log_speed("episode_wps", total("episode_ntokens"), priority=210, round=1)
             if total("meta_train_nsp_count") > 0:
                 log_bits("meta_train_mlm_loss", "meta_train_mlm_loss", "meta_train_sample_size")
                 log_bits("meta_train_nsp_loss", "meta_train_nsp_loss", "meta_train_nsp_count")

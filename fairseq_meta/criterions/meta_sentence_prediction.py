@@ -105,7 +105,6 @@ class MetaSentencePredictionCriterion(FairseqCriterion):
                 total("meta_train_sample_size"), round=3,
             )
             metrics.log_scalar("meta_test_loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
-            metrics.log_speed("episode_wps", total("episode_ntokens"), priority=210, round=1)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

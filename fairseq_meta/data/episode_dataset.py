@@ -3,7 +3,7 @@ import logging
 import numpy as np
 from fairseq.data import BaseWrapperDataset
 
-from ..compat import MetaConfigError
+from ..errors import MetaConfigError
 
 logger = logging.getLogger(__name__)
 

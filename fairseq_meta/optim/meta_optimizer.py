@@ -7,7 +7,7 @@ from typing import Optional
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
-from ..compat import MetaConfigError
+from ..errors import MetaConfigError
 
 logger = logging.getLogger(__name__)
 

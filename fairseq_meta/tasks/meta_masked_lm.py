@@ -19,7 +19,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 from omegaconf import II
 
-from ..compat import MetaConfigError
+from ..errors import MetaConfigError
 from ..data.next_sentence_pair_dataset import NextSentenceLabelDataset, NextSentencePairDataset
 from ..data.temperature_sampling import resample, sampling_probabilities
 from .meta_task import MetaTask, _resolved

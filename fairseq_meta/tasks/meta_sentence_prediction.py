@@ -10,7 +10,7 @@ from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
 from omegaconf import II, MISSING, OmegaConf, open_dict
 
-from ..compat import MetaConfigError
+from ..errors import MetaConfigError
 from ..data.multi_task_dataset import MultiTaskDataset
 from ..data.temperature_sampling import resample, sampling_probabilities
 from .meta_task import MetaTask, _resolved

@@ -2,9 +2,11 @@
 step, and the checks that must fail before training starts."""
 import logging
 
+from fairseq import utils
+from fairseq.logging import metrics
 from omegaconf import MISSING
 
-from ..compat import MetaConfigError
+from ..errors import MetaConfigError
 from ..data.episode_dataset import EpisodeDataset
 from ..meta_learning import meta_train_step
 from ..optim.meta_optimizer import find_meta_optimizer
@@ -69,6 +71,18 @@ class MetaTask:
             inner_lr=meta_optimizer.inner_lr if meta_optimizer else None,
             second_order=meta_optimizer.second_order if meta_optimizer else False,
         )
+
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if not any("episode_ntokens" in log for log in logging_outputs):
+            return  # validation: plain mini-batches
+        episode_tokens = sum(utils.item(log.get("episode_ntokens", 0)) for log in logging_outputs)
+        # fairseq's wpb/wps count the query mini-batch only. episode_tokens is the
+        # exact number of tokens (support and query) the logged updates processed:
+        # summed, not averaged, so that a run's total is the sum of its log rows.
+        metrics.log_scalar_sum("episode_tokens", int(episode_tokens), priority=205)
+        metrics.log_speed("episode_wps", episode_tokens, priority=210, round=1)
 
 
 def _is_meta_optimizer(name):
