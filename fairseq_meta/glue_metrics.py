@@ -2,38 +2,21 @@
 
 Every function takes ``(preds, labels)`` — predictions first, as fairseq's
 ``sentence_prediction`` criterion does — and returns a Python float on the 0..1 scale
-(correlations on -1..1). ``scripts/finetune_glue.py`` reports them multiplied by 100, as
-the GLUE leaderboard and the RoBERTa paper do.
+(correlations on -1..1). Fine-tuning reports them multiplied by 100, as the GLUE
+leaderboard and the RoBERTa paper do.
 
-Which metrics a task is scored with (the GLUE benchmark's choice, Wang et al. 2018):
-
-=========  ==========================================
-task       metrics (first = the headline one)
-=========  ==========================================
-CoLA       Matthews correlation
-SST-2      accuracy
-MRPC       F1 (positive class 1) and accuracy
-STS-B      Pearson and Spearman correlation
-QQP        F1 (positive class 1) and accuracy
-MNLI       accuracy (matched and mismatched dev sets)
-QNLI       accuracy
-RTE        accuracy
-WNLI       accuracy
-=========  ==========================================
+Which task is scored with which metrics is part of the task table in
+``fairseq_meta/glue.py``.
 
 Degenerate inputs follow scikit-learn / scipy: F1 with no positive prediction and no
 positive label is 0; Matthews correlation is 0 when either side is constant; Pearson and
 Spearman are NaN when either side is constant (undefined, as in scipy).
 """
 import math
-import re
 
 import numpy as np
 
-__all__ = [
-    "accuracy", "f1", "matthews_corrcoef", "pearson", "spearman", "rankdata",
-    "METRICS_BY_TASK", "canonical_task", "compute_metrics", "primary_metric",
-]
+__all__ = ["accuracy", "f1", "matthews_corrcoef", "pearson", "spearman", "rankdata", "METRICS"]
 
 
 def _pair(preds, labels, dtype=None):
@@ -113,38 +96,11 @@ def spearman(preds, labels):
     return pearson(rankdata(p), rankdata(y))
 
 
-# Task -> {metric name: function}; the first metric is the task's headline number.
-METRICS_BY_TASK = {
-    "CoLA": {"mcc": matthews_corrcoef},
-    "SST-2": {"accuracy": accuracy},
-    "MRPC": {"f1": f1, "accuracy": accuracy},
-    "STS-B": {"pearson": pearson, "spearman": spearman},
-    "QQP": {"f1": f1, "accuracy": accuracy},
-    "MNLI": {"accuracy": accuracy},
-    "QNLI": {"accuracy": accuracy},
-    "RTE": {"accuracy": accuracy},
-    "WNLI": {"accuracy": accuracy},
+# Metric name -> function; a task names its metrics (fairseq_meta/glue.py).
+METRICS = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "mcc": matthews_corrcoef,
+    "pearson": pearson,
+    "spearman": spearman,
 }
-
-# Tasks scored on real-valued predictions (regression); the others on class labels.
-REGRESSION_TASKS = frozenset({"STS-B"})
-
-_BY_KEY = {re.sub(r"[^a-z0-9]", "", name.lower()): name for name in METRICS_BY_TASK}
-
-
-def canonical_task(name):
-    """'sst_2', 'SST2', 'sst-2' -> 'SST-2'; 'cola' -> 'CoLA'. KeyError if unknown."""
-    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    if key not in _BY_KEY:
-        raise KeyError(f"unknown GLUE task {name!r} (known: {', '.join(METRICS_BY_TASK)})")
-    return _BY_KEY[key]
-
-
-def primary_metric(task):
-    return next(iter(METRICS_BY_TASK[canonical_task(task)]))
-
-
-def compute_metrics(task, preds, labels):
-    """{metric: value} for ``task``, in METRICS_BY_TASK order. Classification tasks
-    take class ids (F1 counts class 1 as positive), STS-B takes real numbers."""
-    return {name: fn(preds, labels) for name, fn in METRICS_BY_TASK[canonical_task(task)].items()}

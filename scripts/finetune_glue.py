@@ -74,9 +74,20 @@ def log(message):
 
 
 def _glue_metrics():
-    sys.path.insert(0, str(REPO))
-    from fairseq_meta import glue_metrics  # also makes fairseq load checkpoints on torch >= 2.6
-    return glue_metrics
+    from types import SimpleNamespace
+
+    from fairseq_meta import glue  # also makes fairseq load checkpoints on torch >= 2.6
+
+    def canonical_task(name):
+        try:
+            return glue.lookup(name).name
+        except glue.MetaConfigError as e:
+            raise KeyError(str(e))
+
+    return SimpleNamespace(
+        canonical_task=canonical_task, compute_metrics=glue.compute_metrics,
+        REGRESSION_TASKS={t.name for t in glue.GLUE_TASKS.values() if t.regression},
+        METRICS_BY_TASK={t.name: t.metrics for t in glue.GLUE_TASKS.values()})
 
 
 # --------------------------------------------------------------------------- #

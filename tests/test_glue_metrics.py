@@ -1,7 +1,6 @@
 """fairseq_meta/glue_metrics.py against scikit-learn and scipy (the references fairseq's
 own sentence_prediction criterion uses), on random inputs and degenerate ones."""
 import ast
-import importlib.util
 import math
 import warnings
 
@@ -11,20 +10,11 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from conftest import REPO
+from fairseq_meta import glue
+from fairseq_meta import glue_metrics as gm
+from fairseq_meta.errors import MetaConfigError
 
 PATH = REPO / "fairseq_meta" / "glue_metrics.py"
-
-
-def _load_standalone():
-    """The module by file path, without the fairseq_meta package (and so without
-    fairseq): it must need nothing but numpy."""
-    spec = importlib.util.spec_from_file_location("glue_metrics_standalone", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gm = _load_standalone()
 
 
 def test_imports_numpy_only():
@@ -35,7 +25,7 @@ def test_imports_numpy_only():
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported <= {"math", "re", "numpy"}, imported
+    assert imported <= {"math", "numpy"}, imported
 
 
 def _rng(seed):
@@ -159,36 +149,65 @@ def test_length_mismatch_and_empty_inputs_are_errors():
         gm.pearson([], [])
 
 
-# --- task table ----------------------------------------------------------------
+# --- task table (fairseq_meta/glue.py) -----------------------------------------
 
 def test_metrics_by_task():
-    assert list(gm.METRICS_BY_TASK["CoLA"]) == ["mcc"]
-    assert list(gm.METRICS_BY_TASK["MRPC"]) == ["f1", "accuracy"]
-    assert list(gm.METRICS_BY_TASK["QQP"]) == ["f1", "accuracy"]
-    assert list(gm.METRICS_BY_TASK["STS-B"]) == ["pearson", "spearman"]
-    for task in ["SST-2", "MNLI", "QNLI", "RTE"]:
-        assert list(gm.METRICS_BY_TASK[task]) == ["accuracy"]
-    assert gm.primary_metric("mrpc") == "f1"
+    metrics = {name: task.metrics for name, task in glue.GLUE_TASKS.items()}
+    assert metrics["CoLA"] == ("mcc",)
+    assert metrics["MRPC"] == metrics["QQP"] == ("f1", "accuracy")
+    assert metrics["STS-B"] == ("pearson", "spearman")
+    for task in ["SST-2", "MNLI", "QNLI", "RTE", "WNLI"]:
+        assert metrics[task] == ("accuracy",)
+    assert [t.name for t in glue.GLUE_TASKS.values() if t.regression] == ["STS-B"]
+    assert [t.name for t in glue.GLUE_TASKS.values() if t.single_sentence] == ["CoLA", "SST-2"]
+    assert {t.config for t in glue.GLUE_TASKS.values()} >= {
+        p.stem for p in (REPO / "configs" / "finetune").glob("*.yaml")}
 
 
 @pytest.mark.parametrize("alias, name", [
     ("sst_2", "SST-2"), ("SST2", "SST-2"), ("sts-b", "STS-B"), ("cola", "CoLA"), ("MNLI", "MNLI"),
 ])
 def test_task_names(alias, name):
-    assert gm.canonical_task(alias) == name
+    assert glue.lookup(alias).name == name
 
 
 def test_unknown_task():
-    with pytest.raises(KeyError, match="unknown GLUE task 'SQuAD'"):
-        gm.canonical_task("SQuAD")
+    with pytest.raises(MetaConfigError, match="unknown GLUE task 'SQuAD'"):
+        glue.lookup("SQuAD")
+
+
+def test_task_score_is_the_mean_of_the_tasks_metrics():
+    assert glue.task_score("MRPC", {"f1": 80.0, "accuracy": 70.0, "n": 5}) == 75.0
+    assert glue.task_score("sts-b", {"pearson": 0.5, "spearman": 0.7}) == pytest.approx(0.6)
+    assert glue.task_score("CoLA", {"mcc": 30.0, "accuracy": 99.0}) == 30.0
+    assert math.isnan(glue.task_score("RTE", {"f1": 1.0}))
+    assert math.isnan(glue.task_score("STS-B", {"pearson": float("nan"), "spearman": 1.0}))
+
+
+def test_padding_labels_are_filtered(tmp_path):
+    path = tmp_path / "dict.txt"
+    path.write_text("entailment 3\nnot_entailment 2\nmadeupword0000 0\nmadeupword0001 0\n")
+    assert glue.read_label_dict(path) == ["entailment", "not_entailment"]
+    assert glue.real_labels(["0", "1", "madeupword0002", "madeupwords"]) == ["0", "1", "madeupwords"]
+
+
+def test_task_record_round_trips_through_json_and_rejects_bad_fields():
+    import json
+
+    for task in glue.GLUE_TASKS.values():
+        assert glue.task_from_dict(json.loads(json.dumps(task.to_dict()))) == task
+    with pytest.raises(MetaConfigError, match="unknown field 'colums'"):
+        glue.task_from_dict({"name": "X", "inputs": ["a"], "label": "l", "colums": 3})
+    with pytest.raises(MetaConfigError, match="unknown metric 'auc'"):
+        glue.task_from_dict({"name": "X", "inputs": ["a"], "label": "l", "metrics": ["auc"]})
 
 
 def test_compute_metrics():
     y = np.array([1, 0, 1, 1, 0, 0])
     p = np.array([1, 0, 0, 1, 1, 0])
-    out = gm.compute_metrics("MRPC", p, y)
+    out = glue.compute_metrics("MRPC", p, y)
     assert list(out) == ["f1", "accuracy"]
     assert out["f1"] == pytest.approx(skm.f1_score(y, p))
     assert out["accuracy"] == pytest.approx(4 / 6)
-    out = gm.compute_metrics("sts_b", p + 0.5 * y, y)
+    out = glue.compute_metrics("sts_b", p + 0.5 * y, y)
     assert out["pearson"] == pytest.approx(stats.pearsonr(p + 0.5 * y, y)[0])
