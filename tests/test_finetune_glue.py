@@ -1,9 +1,9 @@
 """scripts/finetune_glue.py end to end on a tiny scale: meta-pre-train a tiny RoBERTa
 (k=1, 2 updates) on sentencepiece-encoded text, prepare 40 RTE rows with
 scripts/prepare_glue.py, fine-tune it with fairseq-hydra-train and configs/finetune/rte.yaml
-(--quick), and score the dev split; plus the one-line errors for bad input."""
+(--quick), and score the dev split; plus the one-line errors for bad input, and tasks
+outside the shipped configs (WNLI with a user's config) or without train data (QNLI)."""
 import csv
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from conftest import META, REPO, SHARED_DATA, cli_env, train
+from fairseq_meta import finetune
+from fairseq_meta.errors import MetaConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -23,13 +25,6 @@ ROWS = 40
 def _run(script, *args, timeout=300):
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=cli_env(), cwd=REPO)
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("finetune_glue_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -53,28 +48,39 @@ def pretrained(spm_corpus, tmp_path_factory):
     return save / "checkpoint_last.pt"
 
 
+def _write_pairs(path, lines, labels, offset=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("index\tsentence1\tsentence2\tlabel\n")
+        for i in range(ROWS):
+            j = 2 * i + offset
+            f.write(f"{i}\t{lines[j]}\t{lines[j + 1]}\t{labels[i % 2]}\n")
+
+
 def _glue_dir(root, wiki_lines, shared=SHARED_DATA / "glue"):
-    """GLUE's RTE tsv files: the shared copy, or RTE-format rows cut from other text."""
-    if (shared / "RTE" / "train.tsv").exists():
-        return shared
+    """GLUE's RTE tsv files (the shared copy, or RTE-format rows cut from other
+    text), plus WNLI-format rows (no config shipped for it) and a QNLI with a dev
+    split only, both cut from other text."""
+    raw = root / "glue_raw"
     lines = [line.replace("\t", " ") for line in wiki_lines if len(line.split()) > 3]
     for split in ["train", "dev"]:
-        path = root / "glue_raw" / "RTE" / f"{split}.tsv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("index\tsentence1\tsentence2\tlabel\n")
-            for i in range(ROWS):
-                label = "entailment" if i % 2 else "not_entailment"
-                f.write(f"{i}\t{lines[2 * i]}\t{lines[2 * i + 1]}\t{label}\n")
-    return root / "glue_raw"
+        if not (shared / "RTE" / "train.tsv").exists():
+            _write_pairs(raw / "RTE" / f"{split}.tsv", lines, ["not_entailment", "entailment"])
+        _write_pairs(raw / "WNLI" / f"{split}.tsv", lines, ["0", "1"], offset=2 * ROWS)
+    if (shared / "RTE" / "train.tsv").exists():
+        (raw / "RTE").symlink_to(shared / "RTE", target_is_directory=True)
+    qnli = raw / "QNLI" / "dev.tsv"
+    _write_pairs(qnli, lines, ["entailment", "not_entailment"], offset=4 * ROWS)
+    qnli.write_text(qnli.read_text().replace("sentence1\tsentence2", "question\tsentence", 1))
+    return raw
 
 
 @pytest.fixture(scope="module")
 def glue_data(spm_corpus, tmp_path_factory, wiki_lines):
-    """DATA/RTE from scripts/prepare_glue.py, first 40 rows of train and dev."""
+    """DATA/{RTE,WNLI,QNLI} from scripts/prepare_glue.py, first 40 rows of each split."""
     root = tmp_path_factory.mktemp("glue")
     proc = _run(REPO / "scripts" / "prepare_glue.py", "--glue-dir", _glue_dir(root, wiki_lines),
-                "--tasks", "RTE", "--spm-model", spm_corpus / "spm.model",
+                "--tasks", "RTE,WNLI,QNLI", "--spm-model", spm_corpus / "spm.model",
                 "--dict", spm_corpus / "dict.txt", "--destdir", root / "data",
                 "--max-rows", ROWS)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -137,11 +143,10 @@ def test_quick_rte_end_to_end(quick_run, pretrained, glue_data):
 
 
 def test_dry_run_shows_the_commands(pretrained, glue_data, tmp_path, capsys):
-    fg = _load_script()
-    assert fg.main(["--checkpoint", str(pretrained), "--glue-data", str(glue_data),
-                    "--tasks", "RTE", "--seeds", "1,2", "--out-dir", str(tmp_path),
-                    "--max-update", "100", "--cpu", "--dry-run",
-                    "--", "optimization.lr=[3e-05]"]) == 0
+    assert finetune.finetune(finetune.Options(
+        checkpoint=str(pretrained), glue_data=str(glue_data), tasks=["RTE"], seeds=[1, 2],
+        out_dir=str(tmp_path), max_update=100, cpu=True, dry_run=True,
+        overrides=["optimization.lr=[3e-05]"])) == 0
     commands = [c for c in capsys.readouterr().out.splitlines() if "fairseq_cli.hydra_train" in c]
     assert len(commands) == 2
     for seed, command in zip([1, 2], commands):
@@ -173,6 +178,13 @@ def _args(pretrained, data, tmp_path, *extra, tasks="RTE"):
             "--out-dir", str(tmp_path / "out"), "--cpu", *extra]
 
 
+def _options(pretrained, data, tmp_path, *extra, tasks="RTE"):
+    overrides = list(extra[1:]) if extra[:1] == ("--",) else list(extra)
+    return finetune.Options(checkpoint=str(pretrained), glue_data=str(data),
+                            tasks=tasks.split(","), out_dir=str(tmp_path / "out"), cpu=True,
+                            overrides=overrides)
+
+
 @pytest.mark.parametrize("case, message", [
     ("no_task_data", r"no data for MRPC: .*MRPC not found \(make it with scripts/prepare_glue.py\)"),
     ("meta_num_classes", r"RTE: label mismatch: .*meta.json has num_classes=3 .* but rte.yaml has task.num_classes=2"),
@@ -186,7 +198,6 @@ def _args(pretrained, data, tmp_path, *extra, tasks="RTE"):
     ("no_checkpoint", r"checkpoint .*missing.pt not found"),
 ])
 def test_bad_input_is_a_one_line_error(case, message, pretrained, glue_data, tmp_path):
-    fg = _load_script()
     data, extra, tasks, checkpoint = _copy_task(glue_data, tmp_path), [], "RTE", pretrained
     if case == "no_task_data":
         tasks = "RTE,MRPC"
@@ -211,8 +222,8 @@ def test_bad_input_is_a_one_line_error(case, message, pretrained, glue_data, tmp
         tasks = "RTE,SQuAD"
     elif case == "no_checkpoint":
         checkpoint = tmp_path / "missing.pt"
-    with pytest.raises(fg.GlueError, match=message):
-        fg.main(_args(checkpoint, data, tmp_path, *extra, tasks=tasks))
+    with pytest.raises(MetaConfigError, match=message):
+        finetune.finetune(_options(checkpoint, data, tmp_path, *extra, tasks=tasks))
     assert not (tmp_path / "out").exists(), "nothing may run or be written before the checks pass"
 
 
@@ -235,6 +246,7 @@ def test_command_line_prints_one_line(case, pretrained, glue_data, tmp_path):
 def test_rte_fallback_without_shared_data(tmp_path, wiki_lines):
     """Without ../shared/data the fixtures cut RTE-format rows from other text."""
     root = _glue_dir(tmp_path, wiki_lines, shared=tmp_path / "absent")
+    assert not (root / "RTE").is_symlink()
     for split in ["train", "dev"]:
         with open(root / "RTE" / f"{split}.tsv", encoding="utf-8") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -246,10 +258,51 @@ def test_rte_fallback_without_shared_data(tmp_path, wiki_lines):
 @pytest.mark.parametrize("ratio, expected", [(122 / 2036, 6), (28318 / 113272, 25)])
 def test_shortened_schedule_keeps_the_recipes_warmup_share(ratio, expected, tmp_path):
     """--max-update 100: RTE's recipe warms up for 6% of the updates, fairseq's QQP for 25%."""
-    fg = _load_script()
-    args = fg.parse_args(["--checkpoint", "x.pt", "--glue-data", str(tmp_path), "--out-dir",
-                          str(tmp_path), "--max-update", "100"])
+    args = finetune.Options(checkpoint="x.pt", glue_data=str(tmp_path), out_dir=str(tmp_path),
+                            max_update=100)
     plan = {"dir": tmp_path, "warmup_ratio": ratio}
-    overrides = fg.run_overrides(plan, 1, tmp_path / "run", args, [])
+    overrides = finetune.run_overrides(plan, 1, tmp_path / "run", args, [])
     assert "optimization.max_update=100" in overrides
     assert f"lr_scheduler.warmup_updates={expected}" in overrides
+
+
+# --- tasks outside configs/finetune, evaluation-only data ------------------------
+
+def _dry_run(pretrained, glue_data, out, log=None, **options):
+    return finetune.finetune(finetune.Options(
+        checkpoint=str(pretrained), glue_data=str(glue_data), out_dir=str(out), cpu=True,
+        dry_run=True, **options), **({"log": log} if log else {}))
+
+
+def test_a_task_without_shipped_config_runs_with_the_users_config(
+        pretrained, glue_data, tmp_path, capsys):
+    """WNLI has no configs/finetune/wnli.yaml: with --config-dir holding one it is
+    fine-tuned like any task; without --tasks and without its config it is skipped
+    and named, and so is QNLI, which has no train split."""
+    logged = []
+    assert _dry_run(pretrained, glue_data, tmp_path, log=logged.append) == 0
+    assert logged == ["skipping QNLI (evaluation data only), WNLI (no wnli.yaml in "
+                      f"{finetune.DEFAULT_CONFIG_DIR})"]
+    commands = [c for c in capsys.readouterr().out.splitlines() if "hydra_train" in c]
+    assert len(commands) == 1 and "--config-name rte" in commands[0]
+
+    with pytest.raises(MetaConfigError, match=r"WNLI: config .*wnli.yaml not found"):
+        _dry_run(pretrained, glue_data, tmp_path, tasks=["wnli"])
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "wnli.yaml").write_text(
+        (REPO / "configs" / "finetune" / "rte.yaml").read_text(), encoding="utf-8")
+    assert _dry_run(pretrained, glue_data, tmp_path / "out", tasks=["WNLI"],
+                    config_dir=str(configs)) == 0
+    commands = [c for c in capsys.readouterr().out.splitlines() if "hydra_train" in c]
+    assert len(commands) == 1
+    assert f"--config-dir {configs} --config-name wnli" in commands[0]
+    assert f"task.data={glue_data / 'WNLI'}" in commands[0]
+
+
+def test_evaluation_only_task_is_refused_by_name(pretrained, glue_data, tmp_path):
+    meta = json.loads((glue_data / "QNLI" / "meta.json").read_text())
+    assert meta["evaluation_only"] is True and meta["rows"] == {"valid": ROWS}
+    with pytest.raises(MetaConfigError, match="QNLI: .* evaluation data only"):
+        _dry_run(pretrained, glue_data, tmp_path, tasks=["QNLI"])
