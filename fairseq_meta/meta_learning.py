@@ -1,7 +1,7 @@
 """The meta-learning step (Lv et al., 2020), shared by every meta task.
 
-An *episode* is k support (meta-train) mini-batches B_1..B_k and one query
-(meta-test) mini-batch B_q. With θ the model weights, α the inner learning rate
+An *episode* is k meta-train mini-batches B_1..B_k and one meta-test
+mini-batch B_q, disjoint. With θ the model weights, α the inner learning rate
 and L(θ; B) the loss as fairseq normalises it (summed loss / sample size, summed
 over all pre-training objectives):
 
@@ -12,9 +12,14 @@ over all pre-training objectives):
 *Second order* differentiates g through the k inner steps. *First order* treats
 θ_k − θ as a constant, so g = ∂L(θ_k; B_q)/∂θ_k, the plain gradient at θ_k.
 
+Who does what: the task chooses the episode (k, the mini-batches); this module
+computes each ∇L(θ_{j-1}; B_j) and hands it to the meta optimizer, which owns
+the inner update θ_{j-1} → θ_j (α, the order, and any preconditioning:
+:mod:`fairseq_meta.optim.meta_optimizer`); the outer step on g is fairseq's.
+
 :func:`meta_train_step` leaves in ``p.grad`` exactly what
-``optimizer.backward(loss)`` of the query loss would leave there (summed over the
-query batch, loss-scaled under fp16), and leaves ``p`` holding θ bit for bit.
+``optimizer.backward(loss)`` of the meta-test loss would leave there (summed over
+B_q, loss-scaled under fp16), and leaves ``p`` holding θ bit for bit.
 Everything fairseq's trainer does after ``task.train_step`` (all-reduce,
 division by the sample size, clipping, overflow checks, the outer optimizer step
 on θ, LR schedule) is therefore untouched. With k = 0 it *is*
@@ -22,7 +27,7 @@ on θ, LR schedule) is therefore untouched. With k = 0 it *is*
 
 Precision: inner gradients are taken of the loss times the wrapper's loss scale
 (fp16, AMP) and unscaled before the inner step. A non-finite inner gradient
-stops the episode, θ is restored, and the query's backward is made NaN, so that
+stops the episode, θ is restored, and the meta-test backward is made NaN, so that
 fairseq's own outer checks decide: skip the update and lower the loss scale
 under fp16/AMP, FloatingPointError (crash.pt holds θ) in fp32.
 """
@@ -36,114 +41,129 @@ from fairseq.tasks import FairseqTask
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 
+from .errors import MetaConfigError
+from .optim.meta_optimizer import find_meta_optimizer
+
 logger = logging.getLogger(__name__)
 
 
-def meta_train_step(
-    task, episode, model, criterion, optimizer, update_num, ignore_grad, *, inner_lr, second_order
-):
-    """Forward and backward of one episode ``{"support": [B_1..B_k], "query": B_q}``.
+def meta_train_step(task, episode, model, criterion, optimizer, update_num, ignore_grad):
+    """Forward and backward of one episode ``{"meta_train": [B_1..B_k], "meta_test": B_q}``.
 
-    Returns ``(loss, sample_size, logging_output)`` of the query batch at θ_k, as
+    Returns ``(loss, sample_size, logging_output)`` of B_q at θ_k, as
     ``FairseqTask.train_step`` does; the logging output also carries the first
-    support batch's loss before adaptation (keys ``meta_train_*``).
+    meta-train batch's loss before adaptation (keys ``meta_train_*``) and the
+    episode's token count (``episode_ntokens``).
     """
-    support, query = episode["support"], episode["query"]
-    if not support:
+    meta_train, meta_test = episode["meta_train"], episode["meta_test"]
+    if not meta_train:
         loss, sample_size, log = FairseqTask.train_step(
-            task, query, model, criterion, optimizer, update_num, ignore_grad
+            task, meta_test, model, criterion, optimizer, update_num, ignore_grad
         )
         return loss, sample_size, dict(log, episode_ntokens=log.get("ntokens", 0))
+    inner = find_meta_optimizer(optimizer)
+    if inner is None:
+        raise MetaConfigError(
+            f"--meta-train-steps {len(meta_train)} needs a meta optimizer for its inner "
+            f"steps (e.g. --optimizer meta_adam), got {type(optimizer).__name__}"
+        )
     model.train()
     model.set_num_updates(update_num)
-    if second_order:
-        loss, sample_size, log, support_logs = _second_order(
-            support, query, model, criterion, optimizer, ignore_grad, inner_lr
+    if inner.second_order:
+        loss, sample_size, log, meta_train_logs = _second_order(
+            meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad
         )
     else:
-        loss, sample_size, log, support_logs = _first_order(
-            task, support, query, model, criterion, optimizer, update_num, ignore_grad, inner_lr
+        loss, sample_size, log, meta_train_logs = _first_order(
+            task, meta_train, meta_test, model, criterion, optimizer, inner, update_num, ignore_grad
         )
-    return loss, sample_size, _with_meta_train_logs(log, support_logs)
+    return loss, sample_size, _with_meta_train_logs(log, meta_train_logs)
 
 
-def _first_order(task, support, query, model, criterion, optimizer, update_num, ignore_grad, lr):
-    # Adapt θ in place (one saved copy of θ, no second graph), then run the query
-    # as an ordinary train step at θ_k: its backward is the one that fills .grad,
-    # so DDP hooks, loss scaling and --update-freq accumulation behave as usual.
+def _first_order(task, meta_train, meta_test, model, criterion, optimizer, inner, update_num,
+                 ignore_grad):
+    # Adapt θ in place (one saved copy of θ, no second graph), then run B_q as an
+    # ordinary train step at θ_k: its backward is the one that fills .grad, so DDP
+    # hooks, loss scaling and --update-freq accumulation behave as usual.
     params = [p for p in model.parameters() if p.requires_grad]
     theta = [p.detach().clone() for p in params]
     inner_model = unwrap_data_parallel(model)
     scale = loss_scale(optimizer)
-    support_logs, overflow = [], False
+    meta_train_logs, overflow = [], False
     try:
-        for j, batch in enumerate(support, 1):
+        for j, batch in enumerate(meta_train, 1):
             loss, sample_size, log = _forward(criterion, inner_model, batch, optimizer)
-            support_logs.append(log)
+            meta_train_logs.append(log)
             grads = torch.autograd.grad(
                 _normalized(loss, sample_size, ignore_grad) * scale, params, allow_unused=True
             )
             if not _unscale_and_check_(grads, scale):
-                overflow = _report_overflow(j, len(support), scale)
+                overflow = _report_overflow(j, len(meta_train), scale)
                 break
-            _sgd_step_(params, grads, lr)
+            inner.inner_step_(params, grads)
             # Free the inner gradients now, not at the next assignment: otherwise
             # they live through the next forward/backward and peak memory holds
             # one more copy of the parameters.
             del grads, loss
+        # Here params hold θ_k and theta holds θ.
         if overflow:
             _restore_(params, theta)
-            loss, sample_size, log = _poisoned_query_step(model, criterion, query, optimizer)
+            loss, sample_size, log = _poisoned_meta_test_step(model, criterion, meta_test, optimizer)
         else:
             loss, sample_size, log = FairseqTask.train_step(
-                task, query, model, criterion, optimizer, update_num, ignore_grad
+                task, meta_test, model, criterion, optimizer, update_num, ignore_grad
             )
     finally:
         # Also on errors: a crash checkpoint must hold θ, never θ_k.
         _restore_(params, theta)
-    return loss, sample_size, log, support_logs
+    return loss, sample_size, log, meta_train_logs
 
-def _second_order(support, query, model, criterion, optimizer, ignore_grad, lr):
-    # θ_1..θ_k are non-leaf functions of θ (create_graph=True), the query loss is
-    # evaluated at θ_k through torch.func.functional_call, and one backward carries
-    # the meta-gradient through all inner steps into θ's .grad. θ is never written.
-    # Double backward needs the math attention kernel (flash/efficient kernels
-    # have no derivative for their backward).
+
+def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad):
+    # θ_1..θ_k are non-leaf functions of θ (create_graph=True), the meta-test loss
+    # is evaluated at θ_k through torch.func.functional_call, and one backward
+    # carries the meta-gradient through all inner steps into θ's .grad. θ is never
+    # written. Double backward needs the math attention kernel (flash/efficient
+    # kernels have no derivative for their backward).
     inner_objective = _Objective(unwrap_data_parallel(model), criterion)
     names = [n for n, p in inner_objective.named_parameters() if p.requires_grad]
-    fast = [p for p in inner_objective.parameters() if p.requires_grad]
+    params = [p for p in inner_objective.parameters() if p.requires_grad]
+    fast = params
     scale = loss_scale(optimizer)
-    support_logs = []
+    meta_train_logs = []
     with sdpa_kernel(SDPBackend.MATH):
-        for j, batch in enumerate(support, 1):
+        for j, batch in enumerate(meta_train, 1):
             loss, sample_size, log = _functional_forward(inner_objective, names, fast, batch, optimizer)
-            support_logs.append(log)
+            meta_train_logs.append(log)
             grads = torch.autograd.grad(
                 _normalized(loss, sample_size, ignore_grad) * scale, fast,
                 create_graph=True, allow_unused=True,
             )
             grads = _unscaled(grads, scale)
             if not _all_finite(grads):
-                _report_overflow(j, len(support), scale)
-                loss, sample_size, log = _poisoned_query_step(model, criterion, query, optimizer)
-                return loss, sample_size, log, support_logs
-            fast = [w if g is None else w - lr * g for w, g in zip(fast, grads)]
-        query_objective = _Objective(model, criterion)
-        query_names = [n for n, p in query_objective.named_parameters() if p.requires_grad]
-        loss, sample_size, log = _functional_forward(query_objective, query_names, fast, query, optimizer)
+                _report_overflow(j, len(meta_train), scale)
+                loss, sample_size, log = _poisoned_meta_test_step(model, criterion, meta_test, optimizer)
+                return loss, sample_size, log, meta_train_logs
+            fast = inner.inner_step(params, fast, grads)
+        # Here fast holds θ_k (a function of θ) and params hold θ.
+        meta_test_objective = _Objective(model, criterion)
+        meta_test_names = [n for n, p in meta_test_objective.named_parameters() if p.requires_grad]
+        loss, sample_size, log = _functional_forward(
+            meta_test_objective, meta_test_names, fast, meta_test, optimizer
+        )
         if ignore_grad:
             loss *= 0
         optimizer.backward(loss)
-    return loss, sample_size, log, support_logs
+    return loss, sample_size, log, meta_train_logs
 
 
-def _poisoned_query_step(model, criterion, query, optimizer):
-    """The query backward with a NaN loss: every rank's meta-gradient becomes NaN
+def _poisoned_meta_test_step(model, criterion, meta_test, optimizer):
+    """The meta-test backward with a NaN loss: every rank's meta-gradient becomes NaN
     through the same backward/all-reduce as always, so fairseq's own checks take
     over: with a loss scaler the update is skipped and the scale lowered
     (OverflowError); in fp32 training stops with FloatingPointError ("gradients
     are Nan/Inf") after saving crash.pt, which holds θ."""
-    loss, sample_size, log = _forward(criterion, model, query, optimizer)
+    loss, sample_size, log = _forward(criterion, model, meta_test, optimizer)
     optimizer.backward(loss * float("nan"))
     return loss, sample_size, log
 
@@ -248,19 +268,11 @@ def _normalized(loss, sample_size, ignore_grad):
     return loss / max(sample_size, 1)
 
 
-@torch.no_grad()
-def _sgd_step_(params, grads, lr):
-    """θ ← θ − α g, in place; parameters the batch does not reach keep their value."""
-    touched = [(p, g) for p, g in zip(params, grads) if g is not None]
-    if touched:
-        torch._foreach_add_([p for p, _ in touched], [g for _, g in touched], alpha=-lr)
-
-
 def unwrap_data_parallel(model):
     """The bare model inside fairseq's data-parallel wrappers.
 
     Inner steps run on it: their forward must not arm c10d's gradient reduction
-    (only the query's backward is reduced, once per update).
+    (only the meta-test backward is reduced, once per update).
     """
     while isinstance(
         model, (ModuleProxyWrapper, DistributedDataParallel, LegacyDistributedDataParallel)
@@ -269,10 +281,10 @@ def unwrap_data_parallel(model):
     return model
 
 
-def _with_meta_train_logs(query_log, support_logs):
-    log = dict(query_log)
-    log.update({"meta_train_" + key: value for key, value in support_logs[0].items()})
-    log["episode_ntokens"] = query_log.get("ntokens", 0) + sum(
-        s.get("ntokens", 0) for s in support_logs
+def _with_meta_train_logs(meta_test_log, meta_train_logs):
+    log = dict(meta_test_log)
+    log.update({"meta_train_" + key: value for key, value in meta_train_logs[0].items()})
+    log["episode_ntokens"] = meta_test_log.get("ntokens", 0) + sum(
+        m.get("ntokens", 0) for m in meta_train_logs
     )
     return log

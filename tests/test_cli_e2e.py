@@ -124,7 +124,7 @@ def _assert_tensorboard_scalars(logdir):
 
 @pytest.mark.parametrize("k", [0, 2])
 def test_episode_tokens_are_exact_counts(k, corpus, tmp_path):
-    """Each log row sums the tokens its updates processed, support and query: with
+    """Each log row sums the tokens its updates processed, meta-train and meta-test: with
     full blocks (--sample-break-mode none) that is (k + 1) x batch x block size per
     update, an integer whatever the machine's speed."""
     log = train(corpus, tmp_path, *META, "--meta-train-steps", k, "--inner-lr", "1e-3",

@@ -32,13 +32,15 @@ CASES = {
     "negative-sampling-alpha": ("two_corpora", ["--corpus-sampling-alpha", "-1"], ["--corpus-sampling-alpha"]),
     "meta-order-third": ("corpus", ["--meta-order", "third"], ["--meta-order", "third"]),
     "episode-cannot-be-formed": ("corpus", ["--meta-train-steps", "500"], ["--meta-train-steps 500", "episode"]),
+    "empty-valid-split": ("empty_valid", [], ["{data}/valid", "at least 1 block", "--disable-validation"]),
+    "missing-valid-split": ("corpus", ["--valid-subset", "test"], ["'test' split", "--disable-validation"]),
 }
 
 
-def _preprocess(destdir, train_text, srcdict):
+def _preprocess(destdir, train_text, srcdict, valid_text="the valid split is fine\n"):
     destdir.mkdir(parents=True)
     (destdir / "train.txt").write_text(train_text, encoding="utf-8")
-    (destdir / "valid.txt").write_text("the valid split is fine\n", encoding="utf-8")
+    (destdir / "valid.txt").write_text(valid_text, encoding="utf-8")
     subprocess.run(
         [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
          "--trainpref", str(destdir / "train.txt"), "--validpref", str(destdir / "valid.txt"),
@@ -61,10 +63,12 @@ def data_dirs(corpus, two_corpora, tmp_path_factory):
     with ThreadPoolExecutor(2) as pool:
         empty = pool.submit(_preprocess, root / "empty", "", corpus / "dict.txt")
         blank = pool.submit(_preprocess, root / "blank", "\n   \n\t\n\n", corpus / "dict.txt")
-        empty, blank = empty.result(), blank.result()
+        empty_valid = pool.submit(_preprocess, root / "empty_valid", "the train split is fine\n" * 50,
+                                  corpus / "dict.txt", valid_text="")
+        empty, blank, empty_valid = empty.result(), blank.result(), empty_valid.result()
     return {
         "corpus": corpus, "two_corpora": two_corpora, "missing": root / "no_such_dir",
-        "mismatched": mismatched, "empty": empty, "blank": blank,
+        "mismatched": mismatched, "empty": empty, "blank": blank, "empty_valid": empty_valid,
     }
 
 

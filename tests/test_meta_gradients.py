@@ -1,7 +1,7 @@
 """The meta-gradient against independent computations, on a tiny RoBERTa.
 
 - first order: a deep copy of the model stepped with plain ``loss.backward()``
-  and SGD, then the query gradient at θ_k;
+  and SGD, then the meta-test gradient at θ_k;
 - second order: central finite differences of F(θ) = L(θ_k(θ); B_q) in float64;
 - θ is bit-for-bit restored, inner gradients never reach ``.grad``, and with
   ``--update-freq 2`` the accumulated gradient is the sum of the two episodes'
@@ -52,10 +52,10 @@ def meta_grad(task, model, criterion, optimizer, episode):
     return grads_of(model)
 
 
-def adapted_copy(model, criterion, support):
+def adapted_copy(model, criterion, meta_train):
     """θ_k by the book: a copy of the model, k times backward() and θ -= α grad."""
     fast = copy.deepcopy(model)
-    for batch in support:
+    for batch in meta_train:
         fast.zero_grad()
         loss, sample_size, _ = criterion(fast, batch)
         (loss / sample_size).backward()
@@ -66,8 +66,8 @@ def adapted_copy(model, criterion, support):
     return fast
 
 
-def query_loss(model, criterion, episode):
-    return criterion(model, episode["query"])[0]
+def meta_test_loss(model, criterion, episode):
+    return criterion(model, episode["meta_test"])[0]
 
 
 @pytest.mark.parametrize("nsp", [False, True], ids=["mlm", "mlm+nsp"])
@@ -75,11 +75,11 @@ def test_first_order_equals_gradient_at_adapted_weights(corpus, nsp):
     extra = ["--sentence-objective", "nsp"] if nsp else []
     task, model, criterion, optimizer, episodes = build(corpus, k=2, extra=extra)
     episode = next(episodes)
-    assert len(episode["support"]) == 2
+    assert len(episode["meta_train"]) == 2
 
-    fast = adapted_copy(model, criterion, episode["support"])
+    fast = adapted_copy(model, criterion, episode["meta_train"])
     fast.zero_grad()
-    query_loss(fast, criterion, episode).backward()
+    meta_test_loss(fast, criterion, episode).backward()
     expected = grads_of(fast)
 
     got = meta_grad(task, model, criterion, optimizer, episode)
@@ -110,7 +110,7 @@ def test_second_order_matches_finite_differences(corpus, monkeypatch):
         with torch.no_grad():
             for n, p in shifted.named_parameters():
                 p += shift[n]
-        return query_loss(adapted_copy(shifted, criterion, episode["support"]), criterion, episode).item()
+        return meta_test_loss(adapted_copy(shifted, criterion, episode["meta_train"]), criterion, episode).item()
 
     torch.manual_seed(0)
     for _ in range(3):
@@ -122,9 +122,9 @@ def test_second_order_matches_finite_differences(corpus, monkeypatch):
         assert analytic == pytest.approx(fd, rel=1e-6)
 
     # The check discriminates: the first-order gradient misses the second-order term.
-    fast = adapted_copy(model, criterion, episode["support"])
+    fast = adapted_copy(model, criterion, episode["meta_train"])
     fast.zero_grad()
-    query_loss(fast, criterion, episode).backward()
+    meta_test_loss(fast, criterion, episode).backward()
     first_order = grads_of(fast)
     gap = max((got[n] - first_order[n]).abs().max().item() for n in got)
     assert gap > 1e-4
@@ -171,22 +171,22 @@ def test_theta_restored_when_an_inner_step_fails(corpus):
 
 
 def test_depth_zero_is_fairseq_train_step(corpus):
-    """k = 0: the gradient is exactly FairseqTask.train_step's on the query batch."""
+    """k = 0: the gradient is exactly FairseqTask.train_step's on the meta-test batch."""
     from fairseq.tasks import FairseqTask
 
     task, model, criterion, optimizer, episodes = build(corpus, k=0)
     episode = next(episodes)
-    assert episode["support"] == []
+    assert episode["meta_train"] == []
     got = meta_grad(task, model, criterion, optimizer, episode)
     model.zero_grad()
-    FairseqTask.train_step(task, episode["query"], model, criterion, optimizer, update_num=0)
+    FairseqTask.train_step(task, episode["meta_test"], model, criterion, optimizer, update_num=0)
     expected = grads_of(model)
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
 
 
 def test_inner_steps_leave_grad_untouched(corpus, monkeypatch):
-    """Right before the query backward, .grad still holds only earlier micro-batches."""
+    """Right before the meta-test backward, .grad still holds only earlier micro-batches."""
     task, model, criterion, optimizer, episodes = build(corpus, k=2)
     episode = next(episodes)
     model.zero_grad()
@@ -204,7 +204,7 @@ def test_inner_steps_leave_grad_untouched(corpus, monkeypatch):
 
 def test_inner_gradients_are_freed_before_the_next_step(corpus, monkeypatch):
     """Peak memory of first order is θ's saved copy on top of a plain step: each inner
-    step's gradients are gone before the next forward (and before the query step)."""
+    step's gradients are gone before the next forward (and before the meta-test step)."""
     import gc
     import weakref
 
@@ -230,5 +230,29 @@ def test_inner_gradients_are_freed_before_the_next_step(corpus, monkeypatch):
     criterion.forward = checking_forward
     task.train_step(episode, model, criterion, optimizer, update_num=0)
     assert len(inner_grads) > 0
-    # forwards: support 1, support 2, query; none may see an earlier step's gradients
+    # forwards: meta-train 1, meta-train 2, meta-test; none may see an earlier step's gradients
     assert alive_at_forward == [0, 0, 0]
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_the_optimizer_owns_the_inner_step(corpus, order):
+    """Every inner step goes through the meta optimizer's rule: half the
+    learning rate on twice the direction is the same step, bit for bit (powers of
+    two), and the optimizer counts the steps it applied."""
+    task, model, criterion, optimizer, episodes = build(corpus, k=2, order=order)
+    episode = next(episodes)
+    expected = meta_grad(task, model, criterion, optimizer, episode)
+    assert optimizer.num_inner_steps == 2
+
+    optimizer.inner_lr = INNER_LR / 2
+    optimizer.inner_direction = lambda params, grads: [
+        None if g is None else 2 * g for g in grads
+    ]
+    got = meta_grad(task, model, criterion, optimizer, episode)
+    assert optimizer.num_inner_steps == 4
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+
+    optimizer.inner_lr = INNER_LR  # now twice the step: the rule is really used
+    moved = meta_grad(task, model, criterion, optimizer, episode)
+    assert any(not torch.equal(moved[n], expected[n]) for n in expected)

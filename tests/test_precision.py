@@ -72,16 +72,16 @@ def test_half_precision_restores_theta_and_leaves_the_scaled_meta_gradient(
     assert all(torch.isfinite(g).all() for g in grads)
 
     if precision == "fp16":
-        # By hand: inner step on the scaled loss, unscaled; query gradient scaled.
+        # By hand: inner step on the scaled loss, unscaled; meta-test gradient scaled.
         fast = copy.deepcopy(model)
         fast.zero_grad()
-        loss, sample_size, _ = criterion(fast, episode["support"][0])
+        loss, sample_size, _ = criterion(fast, episode["meta_train"][0])
         (loss / sample_size * 128).backward()
         with torch.no_grad():
             for p in fast.parameters():
                 p.add_(p.grad / 128, alpha=-INNER_LR)  # the same fp16 rounding as θ_j
         fast.zero_grad()
-        (criterion(fast, episode["query"])[0] * 128).backward()
+        (criterion(fast, episode["meta_test"])[0] * 128).backward()
         for got, ref in zip(grads, [p.grad for p in fast.parameters()]):
             torch.testing.assert_close(got, ref)
 

@@ -7,7 +7,7 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.masked_lm import MaskedLmConfig, MaskedLmLoss
 from fairseq.logging import metrics
 
-from ..tasks.meta_masked_lm import NSP_HEAD
+from ..data.next_sentence_pair_dataset import NSP_HEAD
 
 
 @dataclass
@@ -26,8 +26,8 @@ class MetaMaskedLmLoss(MaskedLmLoss):
     n_masked / n_pairs before it is added.
 
     Logs each objective separately and, for training episodes, the meta-train
-    loss (first support batch, before adaptation) beside the meta-test loss (the
-    query batch at θ_k), in bits like ``masked_lm``.
+    loss (first meta-train batch, before adaptation) beside the meta-test loss
+    (the meta-test batch at θ_k), in bits like ``masked_lm``.
     """
 
     def forward(self, model, sample, reduce=True):
@@ -91,8 +91,8 @@ class MetaMaskedLmLoss(MaskedLmLoss):
         log_bits("nsp_loss", "nsp_loss", "nsp_count")
         log_accuracy("nsp_accuracy", "nsp_correct", "nsp_count")
         if total("meta_train_sample_size") > 0:
-            # meta-train: the first support batch at θ (before adaptation);
-            # meta-test: the query batch at θ_k, the loss the update follows.
+            # meta-train: the first meta-train batch at θ (before adaptation);
+            # meta-test: the meta-test batch at θ_k, the loss the update follows.
             log_bits("meta_train_loss", "meta_train_loss", "meta_train_sample_size")
             log_bits("meta_test_loss", "loss", "sample_size")
             if total("meta_train_nsp_count") > 0:

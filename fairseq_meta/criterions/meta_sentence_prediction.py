@@ -26,8 +26,8 @@ class MetaSentencePredictionCriterion(FairseqCriterion):
 
     Logs per task: ``<task>_loss`` and ``<task>_accuracy`` (classification) or
     ``<task>_pearson`` (regression, from summed statistics so that it aggregates
-    across workers), and their ``meta_train_`` counterparts for the first support
-    batch before adaptation.
+    across workers), and their ``meta_train_`` counterparts for the first
+    meta-train batch before adaptation.
     """
 
     def __init__(self, cfg, task):

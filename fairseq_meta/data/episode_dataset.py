@@ -21,7 +21,7 @@ class EpisodeDataset(BaseWrapperDataset):
 
     To let ``collater`` split an episode back into mini-batches, the j-th
     mini-batch's indices are encoded as ``j * len(dataset) + index``.
-    ``collater`` returns ``{"support": [B_1..B_k], "query": B_q}``, each
+    ``collater`` returns ``{"meta_train": [B_1..B_k], "meta_test": B_q}``, each
     collated by the wrapped dataset exactly as it would be without episodes; with
     ``episode_size == 1`` the mini-batches and their order are those of the plain
     dataset.
@@ -50,7 +50,7 @@ class EpisodeDataset(BaseWrapperDataset):
         for position, sample in samples:
             minibatches[position].append(sample)
         collated = [self.dataset.collater(mb) for mb in minibatches]
-        return {"support": collated[:-1], "query": collated[-1]}
+        return {"meta_train": collated[:-1], "meta_test": collated[-1]}
 
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
         minibatches = self.dataset.batch_by_size(
@@ -64,7 +64,7 @@ class EpisodeDataset(BaseWrapperDataset):
         if num_episodes == 0:
             raise MetaConfigError(
                 f"cannot form one episode: the data gives {len(minibatches)} mini-batch(es), "
-                f"an episode needs {k1} (--meta-train-steps {k1 - 1} + 1 query); "
+                f"an episode needs {k1} (--meta-train-steps {k1 - 1} + 1 meta-test); "
                 "use more data or a smaller --batch-size/--max-tokens"
             )
         if len(minibatches) % k1:

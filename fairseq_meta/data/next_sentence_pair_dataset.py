@@ -9,6 +9,10 @@ from fairseq.data.lru_cache_dataset import LRUCacheDataset
 # with other consumers of the same (seed, epoch), e.g. masking.
 _NSP_SEED_SALT = 0x4E5350  # "NSP"
 
+# The classification head that predicts NextSentenceLabelDataset's labels: the
+# task registers it on the model, the criterion reads it.
+NSP_HEAD = "next_sentence_head"
+
 
 class NextSentencePairDataset(FairseqDataset):
     """BERT-style sentence pairs for next-sentence prediction.

@@ -1,13 +1,31 @@
-"""The inner-loop machinery, written once, that turns any fairseq optimizer into
-a meta optimizer. A concrete one is three lines: see :mod:`.meta_adam`."""
+"""The meta optimizer: the outer step, and the inner update rule.
+
+Who owns what. The *task* owns the episode: k (``--meta-train-steps``) and which
+mini-batches; :func:`fairseq_meta.meta_learning.meta_train_step` computes each
+inner gradient and hands it here. The *optimizer* owns how θ moves: the outer
+step (the wrapped fairseq optimizer, unchanged) and the inner step θ_j =
+θ_{j-1} − α ∇L(θ_{j-1}; B_j) of the equations in :mod:`fairseq_meta.meta_learning`
+(``--inner-lr`` α, ``--meta-order``), counting the steps it applies. Settings
+flow one way, task → optimizer; neither reads the other's settings.
+
+Why the optimizer: an inner rule that preconditions with the outer Adam's
+moments needs the outer optimizer's state, which only the optimizer holds (as
+``higher``'s differentiable optimizers and learn2learn's ``MAML(model, lr,
+first_order)`` own their update rule). Such a rule changes
+:meth:`MetaOptimizer.inner_direction` only.
+
+A concrete meta optimizer is three lines: see :mod:`.meta_adam`.
+"""
 import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from ..errors import MetaConfigError
+from ..pairing import check_pairing
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +48,7 @@ class MetaOptimizerConfig(FairseqDataclass):
             "differentiate through the inner steps (memory grows with k)"
         },
     )
+    # Read for the pairing check only (fairseq_meta.pairing).
     task_name: Optional[str] = II("task._name")
 
 
@@ -38,23 +57,44 @@ class MetaOptimizer:
 
     The wrapped optimizer performs the *outer* step on θ with the meta-gradient,
     unchanged (all its options, state, fp16 wrappers, LR schedulers). The mixin
-    adds what the inner loop reads (``inner_lr``, ``second_order``), checks the
-    flags before training starts, and keeps its own counters in ``state_dict()``
-    so that they survive checkpoints.
+    adds the *inner* update rule (:meth:`inner_step_` in place for first order,
+    :meth:`inner_step` differentiable for second order) and keeps its count of
+    inner steps in ``state_dict()`` so that it survives checkpoints.
     """
 
+    is_meta_optimizer = True
     STATE_KEY = "fairseq_meta"
 
     def __init__(self, cfg, params):
         super().__init__(cfg, params)
-        validate_inner_lr(cfg.inner_lr)
-        _check_task(cfg)
+        if not cfg.inner_lr > 0:
+            raise MetaConfigError(f"--inner-lr must be > 0 (got {cfg.inner_lr})")
+        check_pairing(task_name=_task_name(cfg), optimizer_name=cfg._name)
         self.inner_lr = float(cfg.inner_lr)
         self.second_order = cfg.meta_order == "second"
         self.num_inner_steps = 0
 
-    def count_inner_steps(self, n):
-        self.num_inner_steps += n
+    def inner_direction(self, params, grads):
+        """The direction the inner step moves each parameter against: the plain
+        gradient. *params* are θ's parameters in the order of *grads* (None where
+        the mini-batch does not reach one), so that a preconditioned rule can look
+        up the outer optimizer's state of each."""
+        return grads
+
+    @torch.no_grad()
+    def inner_step_(self, params, grads):
+        """θ ← θ − α d, in place (first order); untouched parameters keep their value."""
+        touched = [(p, d) for p, d in zip(params, self.inner_direction(params, grads)) if d is not None]
+        if touched:
+            torch._foreach_add_([p for p, _ in touched], [d for _, d in touched], alpha=-self.inner_lr)
+        self.num_inner_steps += 1
+
+    def inner_step(self, params, weights, grads):
+        """θ_j = θ_{j-1} − α d as new tensors, differentiable (second order);
+        *weights* are θ_{j-1}, *params* θ's parameters they stand for."""
+        directions = self.inner_direction(params, grads)
+        self.num_inner_steps += 1
+        return [w if d is None else w - self.inner_lr * d for w, d in zip(weights, directions)]
 
     def state_dict(self):
         state = dict(super().state_dict())
@@ -79,25 +119,11 @@ class MetaOptimizer:
                 )
 
 
-def validate_inner_lr(inner_lr):
-    if not inner_lr > 0:
-        raise MetaConfigError(f"--inner-lr must be > 0 (got {inner_lr})")
-
-
-def _check_task(cfg):
-    from fairseq.tasks import TASK_REGISTRY
-
+def _task_name(cfg):
     try:
-        task_name = cfg.task_name
+        return cfg.task_name
     except Exception:  # no task in this config (e.g. an optimizer built by hand)
-        return
-    task_cls = TASK_REGISTRY.get(task_name)
-    if task_cls is not None and not getattr(task_cls, "is_meta_task", False):
-        raise MetaConfigError(
-            f"--optimizer {cfg._name} runs inner meta-train steps, which task "
-            f"'{task_name}' does not provide; use a meta task (--task meta_masked_lm "
-            "or meta_sentence_prediction) or a plain optimizer (e.g. --optimizer adam)"
-        )
+        return None
 
 
 def find_meta_optimizer(optimizer):
@@ -106,12 +132,10 @@ def find_meta_optimizer(optimizer):
     FP16Optimizer keeps it as ``.fp32_optimizer``, MemoryEfficientFP16Optimizer
     and AMPOptimizer as ``.wrapped_optimizer``.
     """
-    seen = 0
-    while optimizer is not None and seen < 4:
-        if isinstance(optimizer, MetaOptimizer):
+    for _ in range(4):
+        if optimizer is None or isinstance(optimizer, MetaOptimizer):
             return optimizer
         optimizer = getattr(optimizer, "fp32_optimizer", None) or getattr(
             optimizer, "wrapped_optimizer", None
         )
-        seen += 1
     return None

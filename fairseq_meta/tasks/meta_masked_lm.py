@@ -1,7 +1,6 @@
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 from fairseq import utils
@@ -20,26 +19,21 @@ from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 from omegaconf import II
 
 from ..errors import MetaConfigError
-from ..data.next_sentence_pair_dataset import NextSentenceLabelDataset, NextSentencePairDataset
+from ..data.next_sentence_pair_dataset import (
+    NSP_HEAD,
+    NextSentenceLabelDataset,
+    NextSentencePairDataset,
+)
 from ..data.temperature_sampling import resample, sampling_probabilities
-from .meta_task import MetaTask, _resolved
+from .meta_task import MetaTask, MetaTaskConfig, _resolved
 
 logger = logging.getLogger(__name__)
 
 SENTENCE_OBJECTIVE_CHOICES = ChoiceEnum(["none", "nsp"])
-NSP_HEAD = "next_sentence_head"
 
 
 @dataclass
-class MetaMaskedLMConfig(MaskedLMConfig):
-    meta_train_steps: int = field(
-        default=1,
-        metadata={
-            "help": "k, the depth of meta-train: an episode is k meta-train mini-batches "
-            "(k inner SGD steps) and 1 meta-test mini-batch; 0 is plain multi-task "
-            "pre-training (identical to --task masked_lm)"
-        },
-    )
+class MetaMaskedLMConfig(MaskedLMConfig, MetaTaskConfig):
     corpora: str = field(
         default="",
         metadata={
@@ -61,9 +55,8 @@ class MetaMaskedLMConfig(MaskedLMConfig):
             "next-sentence prediction on segment pairs from the same document"
         },
     )
-    optimizer_name: Optional[str] = II("optimizer._name")
-    train_subset: str = II("dataset.train_subset")
-    ddp_backend: Optional[str] = II("distributed_training.ddp_backend")
+    valid_subset: str = II("dataset.valid_subset")
+    disable_validation: bool = II("dataset.disable_validation")
 
 
 @register_task("meta_masked_lm", dataclass=MetaMaskedLMConfig)
@@ -93,10 +86,14 @@ class MetaMaskedLMTask(MetaTask, MaskedLMTask):
             raise MetaConfigError(
                 f"--corpus-sampling-alpha must be >= 0 (got {cfg.corpus_sampling_alpha})"
             )
-        for data_path in _split_paths(cfg.data):
+        for i, data_path in enumerate(_split_paths(cfg.data)):
             corpora = select_corpora(data_path, cfg.corpora)
             _check_same_dictionary(corpora)
             _check_not_empty(corpora, _resolved(cfg, "train_subset", "train"))
+            # fairseq validates on the first data directory only.
+            if i == 0 and not _resolved(cfg, "disable_validation", False):
+                for split in filter(None, _resolved(cfg, "valid_subset", "").split(",")):
+                    _check_not_empty(corpora, split, hint=VALIDATION_HINT)
         return super().setup_task(cfg, **kwargs)
 
     @classmethod
@@ -269,19 +266,24 @@ def _check_same_dictionary(corpora):
             )
 
 
-def _check_not_empty(corpora, split):
+VALIDATION_HINT = "; validation needs at least 1 block (or pass --disable-validation)"
+
+
+def _check_not_empty(corpora, split, hint=""):
     for name, path in corpora:
         prefix = os.path.join(path, split)
         if not os.path.exists(prefix + ".idx"):
-            raise MetaConfigError(f"corpus {name} has no '{split}' split ({prefix}.idx not found)")
-        # An empty train file binarizes to a 0-byte .bin, which fairseq's mmap
+            raise MetaConfigError(
+                f"corpus {name} has no '{split}' split ({prefix}.idx not found){hint}"
+            )
+        empty = f"corpus {name} is empty: {prefix} holds no tokens{hint}"
+        # An empty text file binarizes to a 0-byte .bin, which fairseq's mmap
         # reader cannot open (ValueError: cannot mmap an empty file, a traceback).
         if os.path.exists(prefix + ".bin") and os.path.getsize(prefix + ".bin") == 0:
-            raise MetaConfigError(f"corpus {name} is empty: {prefix} holds no tokens")
+            raise MetaConfigError(empty)
         dataset = data_utils.load_indexed_dataset(prefix, None)
-        # fairseq-preprocess ends every line with </s>, so a train file of blank or
+        # fairseq-preprocess ends every line with </s>, so a file of blank or
         # whitespace-only lines binarizes to sequences of length 1 and no text:
-        # empty too (it used to surface later as a misleading "cannot form one
-        # episode" error that named no corpus).
+        # empty too.
         if dataset is None or len(dataset) == 0 or int(np.max(dataset.sizes)) <= 1:
-            raise MetaConfigError(f"corpus {name} is empty: {prefix} holds no tokens")
+            raise MetaConfigError(empty)

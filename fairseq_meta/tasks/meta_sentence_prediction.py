@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fairseq.data import Dictionary
-from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
 from omegaconf import II, MISSING, OmegaConf, open_dict
@@ -13,13 +12,13 @@ from omegaconf import II, MISSING, OmegaConf, open_dict
 from ..errors import MetaConfigError
 from ..data.multi_task_dataset import MultiTaskDataset
 from ..data.temperature_sampling import resample, sampling_probabilities
-from .meta_task import MetaTask, _resolved
+from .meta_task import MetaTask, MetaTaskConfig, _resolved
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class MetaSentencePredictionConfig(FairseqDataclass):
+class MetaSentencePredictionConfig(MetaTaskConfig):
     data: str = field(
         default=MISSING,
         metadata={"help": "directory with one sentence_prediction data directory per task"},
@@ -30,13 +29,6 @@ class MetaSentencePredictionConfig(FairseqDataclass):
             "help": "comma-separated task names (subdirectories of the data directory, "
             "each laid out as fairseq's sentence_prediction expects: input0/, optional "
             "input1/, label/); default: all"
-        },
-    )
-    meta_train_steps: int = field(
-        default=1,
-        metadata={
-            "help": "k: an episode is k meta-train mini-batches (k inner SGD steps) and "
-            "1 meta-test mini-batch; 0 is plain multi-task training"
         },
     )
     task_sampling_alpha: float = field(
@@ -54,9 +46,6 @@ class MetaSentencePredictionConfig(FairseqDataclass):
         default="none", metadata={"help": "none, truncate or random_crop (sentence_prediction's)"}
     )
     seed: int = II("common.seed")
-    optimizer_name: Optional[str] = II("optimizer._name")
-    train_subset: str = II("dataset.train_subset")
-    ddp_backend: Optional[str] = II("distributed_training.ddp_backend")
 
 
 @register_task("meta_sentence_prediction", dataclass=MetaSentencePredictionConfig)

@@ -1,24 +1,50 @@
-"""What every meta task shares: episodes for the train split, the meta train
-step, and the checks that must fail before training starts."""
+"""What every meta task shares: its episode settings, episodes for the train
+split, complete batches for the others, and the meta train step.
+
+The task owns the episode: k (``--meta-train-steps``) and which mini-batches
+form it. How θ moves in an inner step belongs to the optimizer
+(:mod:`fairseq_meta.optim.meta_optimizer`), which
+:func:`~fairseq_meta.meta_learning.meta_train_step` hands the inner gradients.
+"""
 import logging
+from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq import utils
+from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
-from ..errors import MetaConfigError
+from ..data.complete_batches_dataset import CompleteBatchesDataset
 from ..data.episode_dataset import EpisodeDataset
+from ..errors import MetaConfigError
 from ..meta_learning import meta_train_step
-from ..optim.meta_optimizer import find_meta_optimizer
+from ..pairing import check_pairing
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class MetaTaskConfig(FairseqDataclass):
+    """The settings of a meta task's episodes, declared once for every meta task."""
+
+    meta_train_steps: int = field(
+        default=1,
+        metadata={
+            "help": "k, the depth of meta-train: an episode is k meta-train mini-batches "
+            "(k inner steps) and 1 meta-test mini-batch; 0 is plain multi-task "
+            "training (with --task meta_masked_lm, identical to --task masked_lm)"
+        },
+    )
+    # Read from the rest of the configuration, never set here.
+    optimizer_name: Optional[str] = II("optimizer._name")
+    train_subset: str = II("dataset.train_subset")
+    ddp_backend: Optional[str] = II("distributed_training.ddp_backend")
+
+
 class MetaTask:
-    """Mixin for a :class:`~fairseq.tasks.FairseqTask` subclass whose config has
-    ``meta_train_steps``, ``optimizer_name`` (``II("optimizer._name")``),
-    ``train_subset`` (``II("dataset.train_subset")``) and ``ddp_backend``
-    (``II("distributed_training.ddp_backend")``)."""
+    """Mixin for a :class:`~fairseq.tasks.FairseqTask` subclass whose config
+    derives from :class:`MetaTaskConfig`."""
 
     is_meta_task = True
 
@@ -27,71 +53,44 @@ class MetaTask:
         k = cfg.meta_train_steps
         if k < 0:
             raise MetaConfigError(f"--meta-train-steps must be >= 0 (got {k})")
-        optimizer_name = _resolved(cfg, "optimizer_name")
-        if k > 0 and optimizer_name is not None and not _is_meta_optimizer(optimizer_name):
-            raise MetaConfigError(
-                f"--meta-train-steps {k} needs a meta optimizer for its inner steps, "
-                f"got --optimizer {optimizer_name}; use --optimizer meta_adam "
-                "(or --meta-train-steps 0 for plain multi-task training)"
-            )
-        if k > 0 and _resolved(cfg, "ddp_backend") == "fully_sharded":
-            raise MetaConfigError(
-                f"--meta-train-steps {k} does not support --ddp-backend fully_sharded: inner "
-                "steps update full, unsharded weights on every rank; use --ddp-backend "
-                "pytorch_ddp (c10d) or legacy_ddp"
-            )
+        check_pairing(
+            task_name=_resolved(cfg, "_name"),
+            optimizer_name=_resolved(cfg, "optimizer_name"),
+            meta_train_steps=k,
+            ddp_backend=_resolved(cfg, "ddp_backend"),
+        )
 
     @property
     def episode_size(self):
-        """k meta-train (support) mini-batches + 1 meta-test (query) mini-batch."""
+        """k meta-train mini-batches + 1 meta-test mini-batch."""
         return self.cfg.meta_train_steps + 1
 
     def as_episodes(self, split, dataset):
-        """Wrap the training split in episodes; other splits stay plain batches."""
+        """The training split in episodes; any other split (validation) in plain
+        mini-batches that cover every example."""
         if split != _resolved(self.cfg, "train_subset", "train"):
-            return dataset
+            return CompleteBatchesDataset(dataset, split)
         return EpisodeDataset(dataset, self.episode_size)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        meta_optimizer = find_meta_optimizer(optimizer)
         k = self.cfg.meta_train_steps
-        if k > 0 and meta_optimizer is None:
-            raise MetaConfigError(
-                f"--meta-train-steps {k} needs a meta optimizer (e.g. --optimizer meta_adam), "
-                f"got {type(optimizer).__name__}"
-            )
-        if len(sample["support"]) != k:
+        if len(sample["meta_train"]) != k:
             raise ValueError(
-                f"episode has {len(sample['support'])} support mini-batches, expected {k}"
+                f"episode has {len(sample['meta_train'])} meta-train mini-batches, expected {k}"
             )
-        if meta_optimizer is not None:
-            meta_optimizer.count_inner_steps(k)
-        return meta_train_step(
-            self, sample, model, criterion, optimizer, update_num, ignore_grad,
-            inner_lr=meta_optimizer.inner_lr if meta_optimizer else None,
-            second_order=meta_optimizer.second_order if meta_optimizer else False,
-        )
-
+        return meta_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
         if not any("episode_ntokens" in log for log in logging_outputs):
             return  # validation: plain mini-batches
         episode_tokens = sum(utils.item(log.get("episode_ntokens", 0)) for log in logging_outputs)
-        # fairseq's wpb/wps count the query mini-batch only. episode_tokens is the
-        # exact number of tokens (support and query) the logged updates processed:
-        # summed, not averaged, so that a run's total is the sum of its log rows.
+        # fairseq's wpb/wps count the meta-test mini-batch only. episode_tokens is the
+        # exact number of tokens (meta-train and meta-test) the logged updates
+        # processed: summed, not averaged, so that a run's total is the sum of its
+        # log rows.
         metrics.log_scalar_sum("episode_tokens", int(episode_tokens), priority=205)
         metrics.log_speed("episode_wps", episode_tokens, priority=210, round=1)
-
-
-def _is_meta_optimizer(name):
-    from fairseq.optim import OPTIMIZER_REGISTRY
-
-    from ..optim.meta_optimizer import MetaOptimizer
-
-    cls = OPTIMIZER_REGISTRY.get(name)
-    return cls is not None and issubclass(cls, MetaOptimizer)
 
 
 def _resolved(cfg, key, default=None):

@@ -32,7 +32,7 @@ def run(rank, corpus, out_dir, order, port):
     episodes = list(episodes)
 
     # How many bucket all-reduces one ordinary forward/backward makes.
-    criterion(wrapped, episodes[0]["query"])[0].backward()
+    criterion(wrapped, episodes[0]["meta_test"])[0].backward()
     per_backward = len(reductions)
     per_update = []
     for update in range(3):
