@@ -27,6 +27,14 @@ if [ ! -f "$_stamp" ] || [ "$(cat "$_stamp")" != "$_want" ]; then
   fi
   echo "[setup_env] installing fairseq_meta (editable) and its test extras"
   python -m pip install -q -e "$_repo[test]"
+  # ve-fairseq declares torchaudio, but the newest torchaudio cannot load with
+  # this torch (OSError from its C++ library), and transformers imports it
+  # whenever it is installed. fairseq uses it only in audio examples.
+  if ! python -c "import torchaudio" >/dev/null 2>&1; then
+    echo "[setup_env] removing torchaudio (it does not load with this torch)"
+    python -m pip uninstall -q -y torchaudio
+  fi
   echo "$_want" > "$_stamp"
 fi
-python -c "import torch, fairseq, fairseq_meta; print('[setup_env] torch', torch.__version__, '| fairseq', fairseq.__version__)"
+python -c "import logging; logging.basicConfig(level=logging.WARNING)
+import torch, fairseq, fairseq_meta; print('[setup_env] torch', torch.__version__, '| fairseq', fairseq.__version__)"
