@@ -4,8 +4,13 @@ configuration, and bad input is one line. (No timing is asserted: see docs/bench
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
+
+import pytest
 
 from conftest import REPO, cli_env
+from fairseq_meta import benchmark
+from fairseq_meta.errors import MetaConfigError
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
 
@@ -15,6 +20,7 @@ def _run(*args):
                           text=True, env=cli_env(), cwd=REPO, timeout=600)
 
 
+@pytest.mark.slow
 def test_benchmark_counts_every_token_and_reports_each_configuration(corpus, tmp_path):
     out = tmp_path / "raw.json"
     proc = _run("--data", corpus, "--configs", "k1-first,k2-second", "--rounds", 1,
@@ -45,3 +51,29 @@ def test_benchmark_bad_input_is_one_line(corpus, tmp_path):
         assert proc.returncode != 0
         err = proc.stderr.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("benchmark: error:") and message in err[0], proc.stderr
+
+
+def _args(**kw):
+    base = dict(data=".", configs="k1-first", rounds=1, updates=2, warmup=0, model="small",
+                batch_size=2, tokens_per_sample=32, fp16=False)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_stock_masked_lm_is_always_measured_first():
+    assert benchmark.check(_args(configs="k2-second, k0")) == ["masked_lm", "k2-second", "k0"]
+    with pytest.raises(MetaConfigError, match="unknown config k9 "):
+        benchmark.check(_args(configs="k0,k9"))
+
+
+def test_table_medians_and_ratios():
+    rounds = [{"tokens": {"masked_lm": 100, "k1-first": 200}, "updates": 2, "threads": 1,
+               "seconds": {"masked_lm": 1.0, "k1-first": s}, "device": "cpu"}
+              for s in (4.0, 1.0, 2.0)]
+    memory = {"masked_lm": {"peak_bytes": 1000, "param_bytes": 100},
+              "k1-first": {"peak_bytes": 1250, "param_bytes": 100}}
+    rows = [r for r in benchmark.table(_args(rounds=3), ["masked_lm", "k1-first"], rounds, memory)
+            if r.startswith("| ")][1:]
+    # k1-first: tokens/s 50, 200, 100 -> median 100; ratio to stock (100 tok/s): 1.000;
+    # updates/s 0.5, 2, 1 -> 1; memory (1250 - 1000) / 100 parameter bytes
+    assert rows[1] == "| k1-first | 100 | 1.00 | 1.000 | 0 | +2.50 |"
+    assert rows[0] == "| masked_lm | 100 | 2.00 | 1.000 | 0 | +0.00 |"

@@ -9,10 +9,13 @@ import statistics
 import subprocess
 import sys
 
+import random
+
 import pytest
 import torch
 
 from conftest import REPO, SHARED_DATA
+from fairseq_meta import experiment, report
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "glue").is_dir(),
                                 reason="needs ../shared/data")
@@ -39,6 +42,7 @@ def _settings(out):
     return json.loads((out / "settings.json").read_text())
 
 
+@pytest.mark.slow
 def test_quick_mode_writes_every_score_and_plot(quick_run):
     out, _ = quick_run
     result = json.loads((out / "results.json").read_text())
@@ -60,6 +64,7 @@ def test_quick_mode_writes_every_score_and_plot(quick_run):
         assert f"| {label} |" in report
 
 
+@pytest.mark.slow
 def test_report_matches_the_raw_fine_tuning_results(quick_run):
     """Scores and paired differences recomputed from each finetune_glue results.json."""
     out, _ = quick_run
@@ -86,6 +91,7 @@ def test_report_matches_the_raw_fine_tuning_results(quick_run):
     assert set(held_out["per_task"]) == {"RTE", "STS-B"}
 
 
+@pytest.mark.slow
 def test_equal_tokens_and_the_right_checkpoints(quick_run):
     out, _ = quick_run
     result = json.loads((out / "results.json").read_text())
@@ -119,6 +125,7 @@ def test_equal_tokens_and_the_right_checkpoints(quick_run):
     assert fine_tuned_checkpoint("mlm+nsp-k1")[0]["task"]["sentence_objective"] == "nsp"
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_steps_and_other_settings_are_refused(quick_run):
     out, _ = quick_run
     before = (out / "results.json").read_text()
@@ -149,3 +156,80 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path, args, message):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("reproduce.py: error:") and message in err[0], proc.stderr
     assert not out.exists()
+
+
+def _hand_made_out_dir(out, seeds=(1, 2)):
+    """What the runs leave, written by hand: fairseq json logs with episode_tokens,
+    .done markers, finetune_glue results.json; mlm-k1 not fine-tuned yet."""
+    s = experiment.settings_for(True, {}, SHARED_DATA)
+    exp = experiment.Experiment(out=out, settings=s, quick=True, jobs=1, data_root=SHARED_DATA)
+    experiment.check_settings_file(exp)
+    rng = random.Random(0)
+    block = s["batch_size"] * s["tokens_per_sample"]
+    for name, objective, k, updates in experiment.pretrain_runs(s):
+        run_dir = out / "pretrain" / name
+        run_dir.mkdir(parents=True)
+        rows = []
+        for u in range(s["log_interval"], updates + 1, s["log_interval"]):
+            rows.append("x | INFO | train_inner | " + json.dumps(
+                {"loss": f"{rng.uniform(8, 12):.3f}", "num_updates": str(u),
+                 "episode_tokens": str(s["log_interval"] * (k + 1) * block)}))
+            if u % experiment.validate_interval(s) == 0:
+                rows.append("x | INFO | valid | " + json.dumps(
+                    {"valid_loss": f"{rng.uniform(8, 12):.3f}", "valid_num_updates": str(u)}))
+        (run_dir / "train.log").write_text("\n".join(rows) + "\n")
+        (run_dir / ".done").write_text('{"seconds": 1.0}\n')
+    metrics = {"RTE": ["accuracy"], "MRPC": ["f1", "accuracy"], "CoLA": ["mcc"],
+               "STS-B": ["pearson", "spearman"], "SST-2": ["accuracy"]}
+    raw = {}
+    for label, _, _, _ in experiment.checkpoints_to_finetune(out, s):
+        run_dir = out / "finetune" / label
+        run_dir.mkdir(parents=True)
+        per_seed = {t: {str(sd): {m: rng.uniform(0, 100) for m in ms} for sd in seeds}
+                    for t, ms in metrics.items()}
+        tasks = {t: {"splits": {"valid": {"name": t, "seeds": v}}} for t, v in per_seed.items()}
+        (run_dir / "results.json").write_text(json.dumps({"tasks": tasks}))
+        if label != "mlm-k1":
+            (run_dir / ".done").write_text("{}")
+            raw[label] = {t: {sd: statistics.fmean(v[str(sd)][m] for m in metrics[t])
+                              for sd in seeds} for t, v in per_seed.items()}
+    return exp, raw
+
+
+def test_report_on_a_hand_made_out_dir(tmp_path):
+    """The report, run on its own (no training): scores, paired differences, exact token
+    counts and the list of checkpoints not fine-tuned yet, recomputed here."""
+    exp, raw = _hand_made_out_dir(tmp_path / "out")
+    report.write_report(exp)
+    result = json.loads((exp.out / "results.json").read_text())
+    assert result["not_fine_tuned"] == ["mlm-k1"] and set(result["scores"]) == set(raw)
+    for label, per_task in raw.items():
+        for task, per_seed in per_task.items():
+            for seed, value in per_seed.items():
+                assert result["scores"][label][task][str(seed)] == pytest.approx(value, abs=1e-9)
+    n = exp.settings["updates"]
+    by_title = {d["title"]: d for d in result["paired_differences"]}
+    d = by_title[f"mlm+nsp: k=2 vs k=0, equal tokens ({3 * n} k=0 updates)"]
+    for task in TASKS:
+        diffs = [raw["mlm+nsp-k2"][task][sd] - raw[f"mlm+nsp-k0@{3 * n}"][task][sd] for sd in (1, 2)]
+        assert d["per_task"][task]["mean"] == pytest.approx(statistics.fmean(diffs))
+        assert d["per_task"][task]["std"] == pytest.approx(statistics.stdev(diffs))
+        assert d["per_task"][task]["wins"] == sum(x > 0 for x in diffs)
+    assert not any("mlm: k=1" in t for t in by_title)  # its checkpoint is not fine-tuned
+    block = exp.settings["batch_size"] * exp.settings["tokens_per_sample"]
+    for name, curve in result["pretrain"].items():
+        k = curve["k"]
+        assert [p["tokens"] for p in curve["valid"]] == [
+            p["updates"] * (k + 1) * block for p in curve["valid"]], name
+    md = (exp.out / "results.md").read_text()
+    assert "| checkpoint | RTE (accuracy) | MRPC (f1/accuracy) | CoLA (mcc) |" in md
+    assert "**Not fine-tuned yet (left out of this report):** mlm-k1." in md
+    for png in ("pretrain_loss.png", "downstream.png"):
+        assert (exp.out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_other_settings_for_the_same_out_dir_are_refused(tmp_path):
+    exp, _ = _hand_made_out_dir(tmp_path / "out")
+    exp.settings = experiment.settings_for(True, {"updates": 14}, SHARED_DATA)
+    with pytest.raises(experiment.MetaConfigError, match=r"other settings \(updates\)"):
+        experiment.check_settings_file(exp)
