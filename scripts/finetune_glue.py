@@ -30,11 +30,16 @@ checkpoint_best.pt, without optimizer state, unless overridden after --), hydra/
 (hydra's run dir with the composed config), eval.json.
 """
 import argparse
+import logging
 import sys
 
-from fairseq_meta import finetune
-from fairseq_meta.cli import Cli, run
-from fairseq_meta.errors import MetaConfigError
+# Importing fairseq_meta imports fairseq, whose text_to_speech task turns on INFO
+# logging for the whole process; a script prints its own progress lines.
+logging.basicConfig(level=logging.WARNING)
+
+from fairseq_meta import finetune  # noqa: E402
+from fairseq_meta.cli import Cli, run  # noqa: E402
+from fairseq_meta.errors import MetaConfigError  # noqa: E402
 
 PROG = "finetune_glue.py"
 

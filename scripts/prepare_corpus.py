@@ -43,11 +43,16 @@ Examples::
         --corpus wiki=wikitext-2/valid.txt --corpus books=gutenberg/nltk-selections
 """
 import argparse
+import logging
 import os
 import re
 
-from fairseq_meta import corpus
-from fairseq_meta.cli import Cli, run
+# Importing fairseq_meta imports fairseq, whose text_to_speech task turns on INFO
+# logging for the whole process; a script prints its own progress lines.
+logging.basicConfig(level=logging.WARNING)
+
+from fairseq_meta import corpus  # noqa: E402
+from fairseq_meta.cli import Cli, run  # noqa: E402
 
 PROG = "prepare_corpus"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

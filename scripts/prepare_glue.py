@@ -37,11 +37,16 @@ Example::
         --spm-model data/wiki/spm.model --dict data/wiki/dict.txt --destdir data-bin/glue
 """
 import argparse
+import logging
 import math
 import os
 
-from fairseq_meta import glue, glue_data
-from fairseq_meta.cli import Cli, run
+# Importing fairseq_meta imports fairseq, whose text_to_speech task turns on INFO
+# logging for the whole process; a script prints its own progress lines.
+logging.basicConfig(level=logging.WARNING)
+
+from fairseq_meta import glue, glue_data  # noqa: E402
+from fairseq_meta.cli import Cli, run  # noqa: E402
 
 PROG = "prepare_glue"
 fail = Cli.fail

@@ -23,12 +23,17 @@ Example::
     python scripts/stdlib_corpus.py --out runs/corpus/stdlib.txt
 """
 import argparse
+import logging
 import os
 import sys
 import sysconfig
 
-from fairseq_meta import stdlib_corpus
-from fairseq_meta.cli import Cli, run
+# Importing fairseq_meta imports fairseq, whose text_to_speech task turns on INFO
+# logging for the whole process; a script prints its own progress lines.
+logging.basicConfig(level=logging.WARNING)
+
+from fairseq_meta import stdlib_corpus  # noqa: E402
+from fairseq_meta.cli import Cli, run  # noqa: E402
 
 PROG = "stdlib_corpus"
 fail = Cli.fail

@@ -109,6 +109,8 @@ def test_single_corpus_layout(single):
     assert [p.name for p in dest.parent.iterdir()] == ["data"]
     assert "kept the text between the Project Gutenberg" in proc.stdout
     assert f"-> {dest}" in proc.stdout
+    # The dictionary is built from the training text: none of its pieces is <unk>.
+    assert "<unk> train 0.00%, valid " in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == f"sentencepiece model: {dest / 'spm.model'}"
 
 
@@ -146,6 +148,22 @@ def test_reuse_spm_model_and_dict_with_force(single, raw, tmp_path):
     for name in ("dict.txt", "spm.model"):
         assert (other / name).read_bytes() == (dest / name).read_bytes()
     assert DATA_FILES <= {p.name for p in other.iterdir()}
+
+
+def test_model_and_dictionary_of_different_runs_are_refused(single, raw, tmp_path):
+    """Another run's dict.txt with this run's spm.model would map most tokens to
+    <unk>: refused with one line before anything is written."""
+    dest, _ = single
+    other = tmp_path / "other"
+    check_ok(run_script("prepare_corpus.py", "--destdir", other, "--vocab-size", "1000",
+                        raw["book"]))
+    proc = run_script("prepare_corpus.py", "--destdir", tmp_path / "x", raw["wiki"],
+                      "--spm-model", dest / "spm.model", "--dict", other / "dict.txt")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and proc.stdout == "", proc.stderr
+    assert lines[0].startswith(f"prepare_corpus: error: --dict {other / 'dict.txt'} does not "
+                               f"belong to --spm-model {dest / 'spm.model'}: ")
+    assert not (tmp_path / "x").exists()
 
 
 def test_two_corpus_layout_shares_one_dictionary(raw, tmp_path):
