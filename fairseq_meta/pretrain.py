@@ -123,10 +123,11 @@ def input_fingerprint(inputs):
     """What the data is built from, keyed on content: per input path, the sha256 of
     the file (a directory: of every file under it, with its relative name)."""
     if not inputs:
-        corpus_script = REPO / "scripts" / "stdlib_corpus.py"
-        return {STDLIB_CORPUS: hashlib.sha256(
-            f"{sys.version}\n{sysconfig.get_paths()['stdlib']}\n".encode()
-            + corpus_script.read_bytes()).hexdigest()}
+        # The corpus is made from this Python's standard library by this code.
+        h = hashlib.sha256(f"{sys.version}\n{sysconfig.get_paths()['stdlib']}\n".encode())
+        for code in (REPO / "scripts" / "stdlib_corpus.py", USER_DIR / "stdlib_corpus.py"):
+            h.update(code.read_bytes() if code.exists() else b"")
+        return {STDLIB_CORPUS: h.hexdigest()}
     prints = {}
     for p in map(Path, inputs):
         if p.is_dir():
@@ -291,14 +292,8 @@ def train(args, argv, run_dir, threads, log_path):
     return progress
 
 
-# Runs a script with logging at warnings from the start, so that fairseq's import-time
-# note about an optional tensorboardX (tensorboard logging works) does not show.
-_QUIET = ("import logging, runpy, sys; logging.basicConfig(level=logging.WARNING); "
-          "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')")
-
-
 def _script(name, *args):
-    cmd = [sys.executable, "-c", _QUIET, str(REPO / "scripts" / name), *map(str, args)]
+    cmd = [sys.executable, str(REPO / "scripts" / name), *map(str, args)]
     code = subprocess.call(cmd, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     if code != 0:
         raise MetaConfigError(f"scripts/{name} failed (exit {code}); its message is above")
@@ -315,8 +310,8 @@ def next_commands(run_dir, data):
                       f"{data / 'spm.model'} --dict {data / 'dict.txt'} --destdir runs/glue && "
                       f"python scripts/finetune_glue.py --checkpoint {ckpt} --glue-data "
                       "runs/glue --out-dir runs/finetune --cpu"),
-        ("export", f"python scripts/export_model.py --help   (model directory for "
-                   f"RobertaModel.from_pretrained / Hugging Face, from {ckpt})"),
+        ("export", f"python scripts/export_model.py {ckpt} --out-dir {run_dir / 'model'}   "
+                   "(RobertaModel.from_pretrained; --huggingface DIR for transformers; --help)"),
     ]
 
 
