@@ -175,7 +175,7 @@ def duration(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def initial_valid_loss(args):
+def initial_valid_loss(args, threads=None):
     """Valid loss of the weights the run starts from (same seed, same code path as
     fairseq-train's validation): the "before" of the end-of-run summary."""
     import numpy as np
@@ -187,6 +187,8 @@ def initial_valid_loss(args):
     with warnings.catch_warnings():  # hydra's deprecation notes, also in train.log
         warnings.simplefilter("ignore")
         cfg = convert_namespace_to_omegaconf(args)
+    if threads:
+        torch.set_num_threads(threads)
     np.random.seed(cfg.common.seed)
     utils.set_torch_seed(cfg.common.seed)
     task = tasks.setup_task(cfg.task)
@@ -239,9 +241,10 @@ class Progress:
         row = json_row(line, "valid")
         if row is not None:
             u = int(row["valid_num_updates"])
-            loss, best = float(row["valid_loss"]), float(row.get("valid_best_loss", "nan"))
+            loss = float(row["valid_loss"])
+            best = float(row.get("valid_best_loss", loss))  # absent on the first validation
             self.valid.append((u, loss, best))
-            best_so_far = not loss > best  # no best yet on the first validation
+            best_so_far = loss <= best
             self.log(f"validation at update {u}: loss {loss:.3f} bits"
                      + (" (best so far)" if best_so_far else f" (best {best:.3f})"))
 
@@ -379,8 +382,8 @@ def main(argv=None):
 
     resuming = (run_dir / "checkpoints" / "checkpoint_last.pt").exists()
     before = None
-    if not resuming:
-        before, n_params, vocab = initial_valid_loss(args)
+    if not resuming and not args.disable_validation:
+        before, n_params, vocab = initial_valid_loss(args, threads)
         cli.log(f"{n_params / 1e6:.2f}M parameters; valid loss before training: {before:.3f} bits "
                 f"(a uniform guess over the {vocab} symbols: {math.log2(vocab):.3f})")
     t_train = time.time()
@@ -403,7 +406,6 @@ def main(argv=None):
     for what, command in next_commands(run_dir, data):
         print(f"  {what + ':':10} {command}", flush=True)
     return 0
-
 
 
 if __name__ == "__main__":
