@@ -59,13 +59,20 @@ def _rewind(f, position):
         f.seek(position)
 
 
+def _allowlisted():
+    """``safe_globals`` for the entries not allowed already: leaving the context
+    removes what it added, so a global the user added themselves must stay."""
+    already = set(torch.serialization.get_safe_globals())
+    return torch.serialization.safe_globals([g for g in ALLOWLIST if g not in already])
+
+
 def _refused_globals(f, position, error):
     """What the file names beyond the allowlist: all of it when the file is a
     zip checkpoint (a static read of the pickle, nothing imported), otherwise
     the one global torch stopped at."""
     try:
         _rewind(f, position)
-        with torch.serialization.safe_globals(list(ALLOWLIST)):
+        with _allowlisted():
             found = torch.serialization.get_unsafe_globals_in_checkpoint(f)
         if found:
             return sorted(found)
@@ -111,7 +118,7 @@ def load_checkpoint(f, map_location="cpu", **kwargs):
                 f"trust {_name(f)}")
     position = f.tell() if hasattr(f, "seek") else None
     try:
-        with torch.serialization.safe_globals(list(ALLOWLIST)):
+        with _allowlisted():
             return torch.load(f, map_location=map_location, weights_only=True, **kwargs)
     except pickle.UnpicklingError as error:
         refused = _refused_globals(f, position, error)

@@ -148,10 +148,12 @@ def read_pretrained(path):
     path = Path(path)
     if not path.is_file():
         raise MetaConfigError(f"checkpoint {path} not found")
-    import torch
+    from .checkpoints import load_checkpoint
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
+    except MetaConfigError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same error to the user
         raise MetaConfigError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}".splitlines()[0])
     if not isinstance(state, dict) or "model" not in state:

@@ -108,7 +108,9 @@ def train(data, save_dir, *args, check=True):
 
 
 def model_weights(checkpoint):
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    from fairseq_meta.checkpoints import load_checkpoint
+
+    return load_checkpoint(checkpoint)["model"]
 
 
 def assert_same_weights(a, b):

@@ -1,5 +1,6 @@
 """Checkpoints: bit-identical resume, the meta optimizer's own state, fine-tuning
-the pre-trained weights with stock fairseq RoBERTa, and the torch.load compat."""
+the pre-trained weights with stock fairseq RoBERTa, and how fairseq loads them
+with the plugin (weights-only; the refusals: tests/test_checkpoint_safety.py)."""
 import csv
 import shutil
 import subprocess
@@ -22,7 +23,9 @@ COMMON = ["--seed", "3"]
 
 
 def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from fairseq_meta.checkpoints import load_checkpoint
+
+    return load_checkpoint(path)
 
 
 def _assert_same_optimizer_state(a, b):
@@ -191,21 +194,23 @@ def test_pretrained_weights_fine_tune_in_stock_roberta(run, classification_data,
     assert worst > 0, "the fine-tuning update did not reach the encoder"
 
 
-# --- torch.load compat ------------------------------------------------------
+# --- torch.load as fairseq.checkpoint_utils sees it ---------------------------
 
 def _python(code):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
-def test_plugin_lets_only_checkpoint_utils_trust_checkpoints(uninterrupted_k1):
+def test_plugin_makes_only_checkpoint_utils_load_weights_only(uninterrupted_k1):
     """One fresh interpreter: stock fairseq refuses its own checkpoint on this
     torch (the negative control); after ``import fairseq_meta``,
-    ``checkpoint_utils.load_checkpoint_to_cpu`` loads it and a MetaAdam restores
-    its counters from it, while plain ``torch.load`` still refuses it."""
+    ``checkpoint_utils.load_checkpoint_to_cpu`` loads it weights-only (plain
+    ``torch.load(weights_only=False)`` is never called) and a MetaAdam restores its
+    counters from it, while ``torch.load`` itself is untouched and still refuses it."""
     proc = _python(f"""
-        import pickle, sys
+        import os, pickle, sys
         import torch
+        os.environ.pop("FAIRSEQ_META_TRUST_CHECKPOINTS", None)
         original_load = torch.load
         from fairseq import checkpoint_utils
         path = {str(uninterrupted_k1)!r}
@@ -219,8 +224,16 @@ def test_plugin_lets_only_checkpoint_utils_trust_checkpoints(uninterrupted_k1):
             print("STOCK LOADED")
 
         import fairseq_meta
+
+        calls = []
+        def spy(*args, **kwargs):
+            calls.append(kwargs.get("weights_only"))
+            return original_load(*args, **kwargs)
+        torch.load = spy
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
+        torch.load = original_load
         assert "model" in state
+        assert calls == [True], calls
 
         # The meta optimizer's counters come back through fairseq's own loader.
         from fairseq.optim import build_optimizer

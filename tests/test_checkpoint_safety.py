@@ -253,6 +253,17 @@ def test_crafted_checkpoint_is_refused_by_the_hub_loader(evil, base, corpus):
     conftest.assert_same_weights(hub.model.state_dict(), load_checkpoint(base)["model"])
 
 
+def test_crafted_checkpoint_is_refused_by_the_finetuning_driver(evil):
+    """fairseq_meta.finetune (scripts/finetune_glue.py) reads the model size from
+    the checkpoint before it starts fairseq-hydra-train."""
+    from fairseq_meta import finetune
+
+    path, marker = evil
+    with pytest.raises(MetaConfigError, match=f"^refusing to load checkpoint {path}: it needs "):
+        finetune.read_pretrained(path)
+    assert not marker.exists()
+
+
 def test_upstream_style_weights_only_false_is_not_obeyed(evil):
     """fairseq main passes weights_only=False to torch.load in checkpoint_utils;
     through the plugin that still gets the weights-only load."""
@@ -304,3 +315,17 @@ def test_opt_in_off_values_refuse(base, tmp_path, monkeypatch):
         monkeypatch.setenv(TRUST_ENV, value)
         with pytest.raises(MetaConfigError, match="fractions.Fraction"):
             load_checkpoint(path)
+
+
+def test_a_global_the_user_allowed_stays_allowed(base):
+    """Leaving the allowlist context must not remove what the user added."""
+    import argparse
+
+    before = torch.serialization.get_safe_globals()
+    torch.serialization.add_safe_globals([argparse.Namespace, fractions.Fraction])
+    try:
+        assert load_checkpoint(base)["model"]
+        assert {argparse.Namespace, fractions.Fraction} <= set(torch.serialization.get_safe_globals())
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
