@@ -98,7 +98,11 @@ def select_tasks(glue_dir, names=None, tasks=None):
         return selected, skipped
     seen = set()
     for raw in names:
-        task = glue.lookup(raw.strip(), tasks)
+        try:
+            task = glue.lookup(raw.strip(), tasks)
+        except MetaConfigError:
+            raise MetaConfigError(f"--tasks: unknown task {raw.strip()!r} (known: "
+                                  f"{', '.join(tasks)}; describe others with --task-file)")
         if task.name in seen:
             raise MetaConfigError(f"--tasks: {task.name} given twice")
         seen.add(task.name)

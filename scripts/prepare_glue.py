@@ -2,34 +2,17 @@
 """Prepare GLUE-format data for fairseq's ``sentence_prediction`` task.
 
 Every sentence is encoded with the *pre-training* sentencepiece model and
-binarized against the *pre-training* dictionary, so token ids match a model
-pre-trained on data made by ``scripts/prepare_corpus.py``.  The encoding is
-exactly prepare_corpus's: whitespace collapsed to single spaces, then
-sentencepiece pieces joined by spaces.
+binarized against the *pre-training* dictionary (the two must come from the same
+``scripts/prepare_corpus.py`` run; checked), so token ids match the pre-trained
+model. Output: ``DESTDIR/<TASK>/{input0,input1,label}/`` and ``meta.json``, with
+the ``<unk>`` share of every split. Input: the original GLUE layout,
+``GLUE_DIR/<TASK>/{train,dev}.tsv``; a task without train file is prepared for
+evaluation only; tasks outside the table of ``fairseq_meta/glue.py`` are described
+with ``--task-file``. Without ``--tasks``, what cannot be prepared is skipped and
+named.
 
-Input: the original GLUE layout, ``GLUE_DIR/<TASK>/{train,dev}.tsv`` (MNLI:
-``train.tsv dev_matched.tsv dev_mismatched.tsv``; SNLI: the GLUE tsv files or
-``snli_1.0_{train,dev}.jsonl``).  TSV files are read as UTF-8 (a BOM is
-dropped) with quoting disabled: a row is one line split on tabs.
-
-Output, one directory per task (the layout of fairseq's
-``examples/roberta/preprocess_GLUE_tasks.sh``)::
-
-    DESTDIR/<TASK>/
-      input0/  dict.txt train.{bin,idx} valid.{bin,idx}   first sentence
-      input1/  (same)                                      sentence pairs only
-      label/   dict.txt train.{bin,idx} valid.{bin,idx}   classification
-      label/   train.label valid.label                     regression (STS-B)
-      meta.json
-
-``input*/dict.txt`` is a byte-identical copy of ``--dict``.  ``label/dict.txt``
-lists the task's labels in a fixed order: class id i is ``meta.json``'s
-``labels[i]``.  dev becomes ``valid`` (MNLI: dev_matched -> valid,
-dev_mismatched -> valid1).
-
-Every input is read and checked before anything is written; each task is built
-in a hidden directory inside DESTDIR and moved into place when all tasks are
-done, so a failed run leaves nothing behind.
+This script parses the flags; :mod:`fairseq_meta.glue_data` does the work (the
+layout in detail: its docstring and docs/preparing-data.md).
 
 Example::
 

@@ -5,6 +5,8 @@ scripts/prepare_corpus.py (300 lines of WikiText-2); then one run prepares the
 first 50 rows of the real RTE, MRPC, CoLA and STS-B files, plus tiny
 synthetic MNLI (three splits), SNLI (jsonl) and QQP files for the layouts the
 shared data lacks.  Everything runs as users run it (``python scripts/...``).
+Also: a model and a dictionary of two runs are refused; a task with a dev split
+only is prepared for evaluation; skipped directories are named; --task-file.
 """
 import csv
 import json
@@ -201,6 +203,7 @@ def test_rows_labels_and_text_match_the_tsv(prepared, pretrain, fairseq_data):
     for task, (files, header, text_cols, label_col) in LAYOUT.items():
         m = meta(dest, task)
         for split, name in files.items():
+            unknown = [0, 0]  # pieces the dictionary lacks, all pieces (every input)
             rows = tsv_rows(GLUE / task / name, header)
             assert len(rows) == ROWS == m["rows"][split]
             for i, col in enumerate(text_cols):
@@ -212,9 +215,13 @@ def test_rows_labels_and_text_match_the_tsv(prepared, pretrain, fairseq_data):
                     pieces = [p if dictionary.index(p) != dictionary.unk() else "<unk>"
                               for p in sp.encode(sentence, out_type=str)]
                     assert dictionary.string(ids).split() == pieces, (task, split, row)
+                    unknown[0] += pieces.count("<unk>")
+                    unknown[1] += len(pieces)
                 # Row 0 decodes back to the TSV sentence.
                 decoded = sp.decode_pieces(dictionary.string(encoded[0]).split())
                 assert decoded == normalize(rows[0][col]), (task, split, i)
+            assert m["tokens"][split] == unknown[1]
+            assert m["unk_rate"][split] == pytest.approx(unknown[0] / unknown[1])
             gold = [row[label_col] for row in rows]
             if m["regression"]:
                 lines = (dest / task / "label" / f"{split}.label").read_text().splitlines()
@@ -308,6 +315,8 @@ ERROR_CASES = {
         ["CoLA/train.tsv:2:", "expected 4 tab-separated columns, found 3"]),
     "missing dev": ("RTE", lambda g: make_task(g, "RTE", GOOD_RTE),
                     ["RTE/dev.tsv: file not found"]),
+    "MNLI without dev_matched": ("MNLI", lambda g: make_task(g, "MNLI", GOOD_RTE, GOOD_RTE),
+                                 ["MNLI/dev_matched.tsv: file not found"]),
     "missing task dir": ("MRPC", lambda g: make_task(g, "RTE", GOOD_RTE, GOOD_RTE),
                          ["task directory not found", "MRPC"]),
     "unknown task": ("RTE,FOO", lambda g: make_task(g, "RTE", GOOD_RTE, GOOD_RTE),
@@ -362,3 +371,100 @@ def test_argument_errors(tmp_path, pretrain):
             assert text in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
     assert os.listdir(existing / "RTE") == ["x"]
+
+
+# --------------------------------------------------------------------------- #
+# A model and a dictionary that do not belong together
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def other_pretrain(tmp_path_factory):
+    """Another prepare_corpus run, on other text: its own spm.model and dict.txt."""
+    root = tmp_path_factory.mktemp("other")
+    with open(WIKI, encoding="utf-8") as f:
+        lines = [line for _, line in zip(range(900), f)][600:]
+    (root / "wiki.txt").write_text("".join(lines), encoding="utf-8")
+    check_ok(run_script("prepare_corpus.py", "--destdir", root / "data", "--vocab-size", "1000",
+                        root / "wiki.txt"))
+    return root / "data"
+
+
+@pytest.mark.parametrize("mixed", ["spm of one run, dict of another", "the other way round"])
+def test_model_and_dictionary_of_different_runs_are_refused(mixed, tmp_path, pretrain,
+                                                            other_pretrain):
+    glue = tmp_path / "glue"
+    make_task(glue, "RTE", GOOD_RTE, GOOD_RTE)
+    spm_model, dictionary = pretrain / "spm.model", other_pretrain / "dict.txt"
+    if mixed == "the other way round":
+        spm_model, dictionary = other_pretrain / "spm.model", pretrain / "dict.txt"
+    proc = run_script("prepare_glue.py", "--glue-dir", glue, "--spm-model", spm_model,
+                      "--dict", dictionary, "--destdir", tmp_path / "out")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"prepare_glue: error: --dict {dictionary} does not belong to "
+                               f"--spm-model {spm_model}: ")
+    assert proc.stdout == "" and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- #
+# Evaluation-only tasks, skipped directories, tasks outside the table
+# --------------------------------------------------------------------------- #
+MYNLI = {"name": "MyNLI", "inputs": ["premise", "hypothesis"], "label": "verdict",
+         "labels": ["yes", "no"], "metrics": ["accuracy"], "config": "rte"}
+
+
+def test_dev_only_task_unknown_directories_and_a_task_file(tmp_path, pretrain, fairseq_data):
+    glue = tmp_path / "glue"
+    make_task(glue, "RTE", GOOD_RTE, GOOD_RTE)
+    qnli = ["index\tquestion\tsentence\tlabel",
+            "0\tWhere is it ?\tIt is here .\tentailment",
+            "1\tWho ?\tRain falls .\tnot_entailment",
+            "2\tWhen ?\tNow .\tentailment"]
+    (glue / "QNLI").mkdir()
+    (glue / "QNLI" / "dev.tsv").write_text("\n".join(qnli) + "\n", encoding="utf-8")
+    make_task(glue, "MRPC", ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"])  # no dev.tsv
+    (glue / "Foo").mkdir()
+    mynli = [row.replace("sentence1\tsentence2\tlabel", "premise\thypothesis\tverdict")
+             .replace("not_entailment", "no").replace("entailment", "yes") for row in GOOD_RTE]
+    make_task(glue, "MyNLI", mynli, mynli)
+    task_file = tmp_path / "mynli.json"
+    task_file.write_text(json.dumps(MYNLI))
+
+    dest = tmp_path / "out"
+    proc = check_ok(run_script("prepare_glue.py", "--glue-dir", glue, "--task-file", task_file,
+                               "--spm-model", pretrain / "spm.model",
+                               "--dict", pretrain / "dict.txt", "--destdir", dest))
+    assert f"skipping MRPC: {glue / 'MRPC' / 'dev.tsv'}: file not found" in proc.stdout
+    assert "skipping Foo: not a known task" in proc.stdout
+    assert "QNLI: valid 3 rows (no train split: evaluation data only)" in proc.stdout
+    assert sorted(os.listdir(dest)) == ["MyNLI", "QNLI", "RTE"]
+
+    m = meta(dest, "QNLI")
+    assert m["evaluation_only"] is True and m["rows"] == {"valid": 3}
+    assert set(m["unk_rate"]) == {"valid"}
+    for sub in ("input0", "input1", "label"):
+        assert not [f for f in os.listdir(dest / "QNLI" / sub) if f.startswith("train.")]
+    dictionary, labels = fairseq_data(dest / "QNLI" / "label", "valid")
+    assert [dictionary[ids[0]] for ids in labels] == ["entailment", "not_entailment", "entailment"]
+    # Class ids in the table's order, with the counts of the only split.
+    assert (dest / "QNLI" / "label" / "dict.txt").read_text() == \
+        "entailment 2\nnot_entailment 1\n"
+    assert meta(dest, "RTE")["evaluation_only"] is False
+
+    m = meta(dest, "MyNLI")
+    assert m["labels"] == ["yes", "no"] and m["rows"] == {"train": 2, "valid": 2}
+    assert m["task_record"]["config"] == "rte" and m["task_record"]["metrics"] == ["accuracy"]
+    dictionary, labels = fairseq_data(dest / "MyNLI" / "label", "train")
+    assert [dictionary[ids[0]] for ids in labels] == ["yes", "no"]
+
+
+def test_bad_task_file_is_one_line(tmp_path, pretrain):
+    glue = tmp_path / "glue"
+    make_task(glue, "RTE", GOOD_RTE, GOOD_RTE)
+    task_file = tmp_path / "bad.json"
+    task_file.write_text(json.dumps({**MYNLI, "metrics": ["auc"]}))
+    proc = run_script("prepare_glue.py", "--glue-dir", glue, "--task-file", task_file,
+                      "--spm-model", pretrain / "spm.model", "--dict", pretrain / "dict.txt",
+                      "--destdir", tmp_path / "out")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (f"prepare_glue: error: task file {task_file}: unknown metric "
+                                   "'auc' (known: accuracy, f1, mcc, pearson, spearman)")

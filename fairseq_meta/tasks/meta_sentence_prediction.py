@@ -10,6 +10,7 @@ from fairseq.tasks.sentence_prediction import SentencePredictionConfig, Sentence
 from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..errors import MetaConfigError
+from ..glue import real_labels
 from ..data.multi_task_dataset import MultiTaskDataset
 from ..data.temperature_sampling import resample, sampling_probabilities
 from .meta_task import MetaTask, MetaTaskConfig, _resolved
@@ -162,10 +163,7 @@ def _build_subtask(cfg, name):
                 f"({path}/label/): classification or regression?"
             )
         labels = Dictionary.load(label_dict)
-        # fairseq-preprocess pads dictionaries to a multiple of 8 with madeupwordNNNN
-        num_classes = sum(
-            not sym.startswith("madeupword") for sym in labels.symbols[labels.nspecial:]
-        )
+        num_classes = len(real_labels(labels.symbols[labels.nspecial:]))
     elif regression:
         num_classes = 1
     else:
