@@ -40,9 +40,6 @@ HUB_DICT = "dict.txt"
 # --sentencepiece-model
 HUB_SPM = "sentencepiece.bpe.model"
 
-# The model and tokenizer a transformers export is made of.
-HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
 # A probe sentence for the check that ends every transformers export.
 PROBE = "The <mask> of the world."
 MAX_LOGIT_DIFFERENCE = 1e-4
@@ -59,10 +56,12 @@ def load_training_checkpoint(path):
         raise MetaConfigError(f"checkpoint not found: {path}")
     try:
         return checkpoint_utils.load_checkpoint_to_cpu(path)
+    except MetaConfigError:
+        raise
     except Exception as e:  # a truncated file, not a checkpoint, ...
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise MetaConfigError(
-            f"cannot load checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+            f"cannot load checkpoint {path}: {type(e).__name__}: {first_line}") from e
 
 
 def _plain(value):
@@ -234,7 +233,8 @@ def _stage(out_dir):
     """A temporary directory next to ``out_dir``: a failed export leaves nothing."""
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp-", dir=parent)
+    name = os.path.basename(os.path.abspath(out_dir))
+    return tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
 
 
 def _publish(stage, out_dir):
@@ -258,7 +258,8 @@ def export_hub_model(checkpoint, out_dir, spm_model=None, dictionary=None, force
     check_roberta(state, checkpoint)
     spm_model, dictionary = resolve_inputs(state, spm_model, dictionary)
     check_spm_model(spm_model)
-    load_dictionary(dictionary, state["model"]["encoder.sentence_encoder.embed_tokens.weight"].shape[0])
+    embeddings = state["model"]["encoder.sentence_encoder.embed_tokens.weight"]
+    load_dictionary(dictionary, embeddings.shape[0])
     stage = _stage(out_dir)
     try:
         torch.save(hub_state(state), os.path.join(stage, HUB_CHECKPOINT))
@@ -329,7 +330,8 @@ def check_spm_fits_xlmr(proto, path):
     trainer, normalizer = proto.trainer_spec, proto.normalizer_spec
     problems = []
     if trainer.model_type != trainer.UNIGRAM:
-        problems.append(f"model type {trainer.ModelType.Name(trainer.model_type).lower()} (needs unigram)")
+        model_type = trainer.ModelType.Name(trainer.model_type).lower()
+        problems.append(f"model type {model_type} (needs unigram)")
     if trainer.byte_fallback:
         problems.append("byte fallback")
     if trainer.split_digits:
@@ -373,7 +375,8 @@ def hf_config(model_cfg, state_dict):
         unsupported.append("no layernorm_embedding")
     if model_cfg.get("activation_fn", "gelu") != "gelu":
         unsupported.append(f"activation_fn {model_cfg.get('activation_fn')}")
-    if not model_cfg.get("encoder_learned_pos", True) or model_cfg.get("no_token_positional_embeddings"):
+    if (not model_cfg.get("encoder_learned_pos", True)
+            or model_cfg.get("no_token_positional_embeddings")):
         unsupported.append("no learned positional embeddings")
     if not model_cfg.get("no_scale_embedding", True):
         unsupported.append("scaled embeddings")

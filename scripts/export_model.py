@@ -33,10 +33,11 @@ PROG = "export_model"
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=PROG, description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="a fairseq-train checkpoint (meta_masked_lm or masked_lm, --arch roberta_*)")
+                        help="a fairseq-train checkpoint (meta_masked_lm or masked_lm, "
+                        "--arch roberta_*)")
     parser.add_argument("--out-dir", required=True, metavar="DIR",
                         help="the fairseq model directory to write")
     parser.add_argument("--spm-model", metavar="PATH", default=None,

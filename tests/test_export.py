@@ -105,8 +105,8 @@ roberta.eval()
 out = {"plugin_imported": "fairseq_meta" in sys.modules,
        "encode": roberta.encode(sys.argv[2]).tolist(),
        "fill_mask": roberta.fill_mask(sys.argv[3], topk=3),
-       "nsp": roberta.predict("next_sentence_head", roberta.encode("The city is old .", "It has a river .")
-                              ).tolist()}
+       "nsp": roberta.predict("next_sentence_head",
+                              roberta.encode("The city is old .", "It has a river .")).tolist()}
 print(json.dumps(out))
 """
 
@@ -240,10 +240,9 @@ def _bpe_spm(tmp_path, lines):
     import sentencepiece as spm
 
     path = tmp_path / "bpe.model"
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(tmp_path / "bpe"),
-                                   model_type="bpe", vocab_size=400, hard_vocab_limit=False,
-                                   minloglevel=2,
-                                   bos_id=-1, eos_id=-1, pad_id=-1)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=str(tmp_path / "bpe"), model_type="bpe",
+        vocab_size=400, hard_vocab_limit=False, minloglevel=2, bos_id=-1, eos_id=-1, pad_id=-1)
     return path
 
 
