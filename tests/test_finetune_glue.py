@@ -306,3 +306,24 @@ def test_evaluation_only_task_is_refused_by_name(pretrained, glue_data, tmp_path
     assert meta["evaluation_only"] is True and meta["rows"] == {"valid": ROWS}
     with pytest.raises(MetaConfigError, match="QNLI: .* evaluation data only"):
         _dry_run(pretrained, glue_data, tmp_path, tasks=["QNLI"])
+
+
+def test_a_task_outside_the_table_is_known_by_its_meta_json(pretrained, glue_data, tmp_path,
+                                                             capsys):
+    """prepare_glue.py --task-file writes the task's record into meta.json; fine-tuning
+    takes the task's config name and metrics from there."""
+    data = tmp_path / "data"
+    shutil.copytree(glue_data / "RTE", data / "MyNLI")
+    meta = json.loads((data / "MyNLI" / "meta.json").read_text())
+    meta["task_record"].update(name="MyNLI", config="rte", metrics=["accuracy"])
+    (data / "MyNLI" / "meta.json").write_text(json.dumps(meta))
+    assert _dry_run(pretrained, data, tmp_path / "out", tasks=["mynli"]) == 0
+    commands = [c for c in capsys.readouterr().out.splitlines() if "hydra_train" in c]
+    assert len(commands) == 1 and "--config-name rte" in commands[0]
+    assert f"checkpoint.save_dir={tmp_path / 'out' / 'MyNLI' / 'seed1' / 'checkpoints'}" \
+        in commands[0]
+
+    del meta["task_record"]
+    (data / "MyNLI" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(MetaConfigError, match="MyNLI: unknown task"):
+        _dry_run(pretrained, data, tmp_path / "out", tasks=["MyNLI"])
