@@ -166,7 +166,7 @@ def read_pretrained(path):
     arch = _get(model_cfg, "_name") or _get(model_cfg, "arch") or ""
     if not str(arch).startswith("roberta"):
         raise MetaConfigError(f"{path} is a {arch or 'non-RoBERTa'} model; GLUE fine-tuning here "
-                        "needs a RoBERTa encoder (--arch roberta_*)")
+                              "needs a RoBERTa encoder (--arch roberta_*)")
     if EMBED_KEY not in state["model"]:
         raise MetaConfigError(f"{path} has no {EMBED_KEY}: not a RoBERTa encoder checkpoint")
     values = {}
@@ -233,7 +233,8 @@ def check_task(record, task_dir, args, pre):
     if not config_path.is_file():
         raise MetaConfigError(f"{task}: config {config_path} not found (--config-dir)")
 
-    if not (task_dir / "input0" / "train.idx").is_file() and (task_dir / "input0" / "valid.idx").is_file():
+    input0 = task_dir / "input0"
+    if not (input0 / "train.idx").is_file() and (input0 / "valid.idx").is_file():
         raise MetaConfigError(f"{task}: {task_dir} holds evaluation data only (no train split): "
                               "nothing to fine-tune on")
     for sub in ["input0"] + ([] if record.single_sentence else ["input1"]):
@@ -241,7 +242,7 @@ def check_task(record, task_dir, args, pre):
             if not (task_dir / sub / name).is_file():
                 pair = " (a sentence-pair task)" if sub == "input1" else ""
                 raise MetaConfigError(f"{task}{pair}: {task_dir / sub / name} is missing "
-                                "(make the data with scripts/prepare_glue.py)")
+                                      "(make the data with scripts/prepare_glue.py)")
 
     # The task dictionary must be the pre-training one: same ids, same size.
     from fairseq.data import Dictionary
@@ -288,8 +289,8 @@ def check_task(record, task_dir, args, pre):
                 f"{'is regression (criterion.regression_target=true)' if regression else 'is classification'}")
         if not regression and "num_classes" in meta and int(meta["num_classes"]) != num_classes:
             raise MetaConfigError(f"{task}: label mismatch: {meta_path} has num_classes="
-                            f"{meta['num_classes']} ({', '.join(map(str, meta.get('labels', [])))}) "
-                            f"but {where} has task.num_classes={num_classes}")
+                                  f"{meta['num_classes']} ({', '.join(map(str, meta.get('labels', [])))}) "
+                                  f"but {where} has task.num_classes={num_classes}")
 
     labels = None
     if regression:
@@ -298,7 +299,7 @@ def check_task(record, task_dir, args, pre):
         for split in ["train", "valid"]:
             if not (task_dir / "label" / f"{split}.label").is_file():
                 raise MetaConfigError(f"{task}: {task_dir / 'label' / f'{split}.label'} is missing "
-                                "(regression targets, one float per line)")
+                                      "(regression targets, one float per line)")
     else:
         label_dict = task_dir / "label" / "dict.txt"
         if not label_dict.is_file():
@@ -306,13 +307,13 @@ def check_task(record, task_dir, args, pre):
         labels = glue.read_label_dict(label_dict)
         if len(labels) != num_classes:
             raise MetaConfigError(f"{task}: label mismatch: {label_dict} has {len(labels)} labels "
-                            f"({', '.join(labels)}) but {where} has task.num_classes={num_classes}")
+                                  f"({', '.join(labels)}) but {where} has task.num_classes={num_classes}")
         if meta.get("labels") and sorted(map(str, meta["labels"])) != sorted(labels):
             raise MetaConfigError(f"{task}: label mismatch: {meta_path} labels {meta['labels']} "
-                            f"differ from {label_dict} ({', '.join(labels)})")
+                                  f"differ from {label_dict} ({', '.join(labels)})")
         if "f1" in record.metrics and sorted(labels) != ["0", "1"]:
             raise MetaConfigError(f"{task}: labels must be 0/1 for F1 of class 1, {label_dict} has "
-                            f"{', '.join(labels)}")
+                                  f"{', '.join(labels)}")
         for split in ["train", "valid"]:
             if not (task_dir / "label" / f"{split}.idx").is_file():
                 raise MetaConfigError(f"{task}: {task_dir / 'label' / f'{split}.idx'} is missing")
@@ -381,14 +382,14 @@ def run_training(cmd, run_dir, label, restore_file):
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         sys.stderr.write("\n".join(tail) + "\n")
         raise MetaConfigError(f"{label}: fairseq-hydra-train failed (exit {proc.returncode}); "
-                        f"see {log_path}")
+                              f"see {log_path}")
     if f"Loaded checkpoint {restore_file}" not in log_path.read_text(encoding="utf-8", errors="replace"):
         raise MetaConfigError(f"{label}: fine-tuning did not start from {restore_file} "
-                        f"(no 'Loaded checkpoint' in {log_path})")
+                              f"(no 'Loaded checkpoint' in {log_path})")
     best = ckpt_dir / "checkpoint_best.pt"
     if not best.is_file():
         raise MetaConfigError(f"{label}: training ended without {best} (no validation ran?); "
-                        f"see {log_path}")
+                              f"see {log_path}")
     return best, seconds
 
 

@@ -4,9 +4,9 @@ Every GLUE fact the project uses lives in :data:`GLUE_TASKS`: how to read the
 task's files (columns, header, splits), what its label is (class names in
 class-id order, or a regression score), how it is scored (metrics, the GLUE
 score), which fine-tuning config it uses and whether it is one sentence or a
-pair. ``scripts/prepare_glue.py`` reads files with it, ``scripts/finetune_glue.py``
-checks data and configs against it and scores with it, ``scripts/reproduce.py``
-reports with it.
+pair. Preparing data (:mod:`fairseq_meta.glue_data`) reads files with it,
+fine-tuning (:mod:`fairseq_meta.finetune`) checks data and configs against it and
+scores with it, and so does every report of GLUE scores (:func:`task_score`).
 
 Adding a GLUE-format task is one :class:`GlueTask` entry here, or a JSON file
 with the same fields given to ``prepare_glue.py --task-file`` (see
