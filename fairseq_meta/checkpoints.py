@@ -43,8 +43,8 @@ ALLOWLIST = (
 def _trusted():
     value = os.environ.get(TRUST_ENV, "")
     if value not in ("", "0", "1"):
-        raise MetaConfigError(f"{TRUST_ENV}={value!r}: expected 1 (trust the checkpoints loaded) "
-                              "or 0 / unset (refuse any that needs more than the allowlist)")
+        _refuse(f"{TRUST_ENV}={value!r}: expected 1 (trust the checkpoints loaded) or "
+                "0 / unset (refuse any that needs more than the allowlist)")
     return value == "1"
 
 
