@@ -8,11 +8,14 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq_meta.errors import MetaConfigError
 
 
-def make_task(data, *args):
+def make_cfg(data, *args):
     parser = options.get_training_parser()
-    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(
+    return convert_namespace_to_omegaconf(options.parse_args_and_arch(
         parser, [str(data), *TINY_ROBERTA, "--tokens-per-sample", "32", "--cpu", *args]))
-    task = tasks.setup_task(cfg.task)
+
+
+def make_task(data, *args):
+    task = tasks.setup_task(make_cfg(data, *args).task)
     task.load_dataset("train", combine=False, epoch=1)
     return task
 
@@ -95,9 +98,7 @@ def validated_examples(data, *args):
     """How many examples fairseq's trainer feeds to valid_step, and the split's size."""
     from fairseq.trainer import Trainer
 
-    parser = options.get_training_parser()
-    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(
-        parser, [str(data), *TINY_ROBERTA, "--tokens-per-sample", "32", "--cpu", *args]))
+    cfg = make_cfg(data, *args)
     task = tasks.setup_task(cfg.task)
     task.load_dataset("valid", combine=False, epoch=1)
     model = task.build_model(cfg.model)
