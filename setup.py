@@ -15,8 +15,9 @@ setup(
     install_requires=[
         # torch itself is installed first by scripts/setup_env.sh (the CPU wheel,
         # pinned there); a bare range here keeps pip from pulling a CUDA build
-        # over an existing torch.
-        "torch>=2.1",
+        # over an existing torch. 2.5: torch.serialization.safe_globals, which
+        # the weights-only checkpoint loading (fairseq_meta/checkpoints.py) needs.
+        "torch>=2.5",
         # Upstream fairseq 0.12.2 and main fail to import on Python >= 3.11; this
         # is upstream main plus the dataclass fix, with cp311/cp312 wheels.
         # See README, "Which fairseq".
