@@ -134,7 +134,7 @@ def test_rerun_skips_finished_steps_and_other_settings_are_refused(quick_run):
     assert "running" not in proc.stdout and proc.stdout.count("skipped") == 2 + 6 + 2 + 12
     assert (out / "results.json").read_text() == before
 
-    proc = _run("--quick", "--out-dir", out, "--updates", 13, timeout=120)
+    proc = _run("--quick", "--out-dir", out, "--updates", 14, timeout=120)
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "other settings (updates)" in err[0], proc.stderr
