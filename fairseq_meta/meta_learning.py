@@ -12,6 +12,22 @@ over all pre-training objectives):
 *Second order* differentiates g through the k inner steps. *First order* treats
 θ_k − θ as a constant, so g = ∂L(θ_k; B_q)/∂θ_k, the plain gradient at θ_k.
 
+With ``--inner-preconditioner adam`` the inner step is preconditioned by the outer
+Adam's second moment, read at the start of the episode and held fixed through it:
+
+    θ_j = θ_{j-1} − α ∇L(θ_{j-1}; B_j) / (√v̂ + ε),   v̂ = v / (1 − β2^t)
+
+(v the outer Adam's ``exp_avg_sq`` after its t-th step, ε its ``--adam-eps``;
+the division is element-wise). √v̂ + ε does not depend on θ within the episode,
+so both orders treat it as a constant; a parameter that has no Adam state yet
+(the first update) takes the plain-SGD step. α is then in the units of ``--lr``.
+
+What the inner steps did (every ``--log-adaptation-interval`` updates): the
+*adaptation gain* L(θ; B_q) − L(θ_k; B_q) (the query loss before the inner steps
+minus after them, per objective; one extra forward without gradient at θ, with
+the dropout masks of the meta-test forward) and the *inner move*
+‖θ_k − θ‖ / ‖θ‖. The task logs the outer step's ‖Δθ‖ / ‖θ‖ beside them.
+
 Who does what: the task chooses the episode (k, the mini-batches); this module
 computes each ∇L(θ_{j-1}; B_j) and hands it to the meta optimizer, which owns
 the inner update θ_{j-1} → θ_j (α, the order, and any preconditioning:
@@ -69,57 +85,87 @@ def meta_train_step(task, episode, model, criterion, optimizer, update_num, igno
         )
     model.train()
     model.set_num_updates(update_num)
-    if inner.second_order:
-        loss, sample_size, log, meta_train_logs = _second_order(
-            meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad
-        )
-    else:
-        loss, sample_size, log, meta_train_logs = _first_order(
-            task, meta_train, meta_test, model, criterion, optimizer, inner, update_num, ignore_grad
-        )
+    measure = _measures_adaptation(task, update_num)
+    with inner.episode(optimizer):
+        if inner.second_order:
+            loss, sample_size, log, meta_train_logs = _second_order(
+                meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad, measure
+            )
+        else:
+            loss, sample_size, log, meta_train_logs = _first_order(
+                task, meta_train, meta_test, model, criterion, optimizer, inner, update_num,
+                ignore_grad, measure,
+            )
     return loss, sample_size, _with_meta_train_logs(log, meta_train_logs)
 
 
+def _measures_adaptation(task, update_num):
+    """Whether this update measures what its inner steps did: the last update of
+    every ``--log-adaptation-interval`` (so that with an interval dividing
+    ``--log-interval`` every log row holds a measurement)."""
+    interval = getattr(getattr(task, "cfg", None), "log_adaptation_interval", 0) or 0
+    return interval > 0 and (update_num + 1) % interval == 0
+
+
 def _first_order(task, meta_train, meta_test, model, criterion, optimizer, inner, update_num,
-                 ignore_grad):
+                 ignore_grad, measure=False):
     # Adapt θ in place (one saved copy of θ, no second graph), then run B_q as an
     # ordinary train step at θ_k: its backward is the one that fills .grad, so DDP
     # hooks, loss scaling and --update-freq accumulation behave as usual.
     params = [p for p in model.parameters() if p.requires_grad]
     theta = [p.detach().clone() for p in params]
     inner_model = unwrap_data_parallel(model)
-    scale = loss_scale(optimizer)
-    meta_train_logs, overflow = [], False
+    meta_train_logs, overflow, moved = [], False, None
     try:
-        for j, batch in enumerate(meta_train, 1):
-            loss, sample_size, log = _forward(criterion, inner_model, batch, optimizer)
-            meta_train_logs.append(log)
-            grads = torch.autograd.grad(
-                _normalized(loss, sample_size, ignore_grad) * scale, params, allow_unused=True
-            )
-            if not _unscale_and_check_(grads, scale):
-                overflow = _report_overflow(j, len(meta_train), scale)
+        for j, log in _inner_steps_(inner_model, criterion, meta_train, params, inner, optimizer,
+                                    ignore_grad):
+            if log is None:
+                overflow = True
                 break
-            inner.inner_step_(params, grads)
-            # Free the inner gradients now, not at the next assignment: otherwise
-            # they live through the next forward/backward and peak memory holds
-            # one more copy of the parameters.
-            del grads, loss
+            meta_train_logs.append(log)
         # Here params hold θ_k and theta holds θ.
         if overflow:
             _restore_(params, theta)
             loss, sample_size, log = _poisoned_meta_test_step(model, criterion, meta_test, optimizer)
         else:
+            rng = _rng_state(params[0].device) if measure else None
             loss, sample_size, log = FairseqTask.train_step(
                 task, meta_test, model, criterion, optimizer, update_num, ignore_grad
             )
+            if measure:
+                moved = _inner_move(params, theta)
     finally:
         # Also on errors: a crash checkpoint must hold θ, never θ_k.
         _restore_(params, theta)
+    if moved is not None:
+        log = dict(log, **moved, **_adaptation_gain(criterion, inner_model, meta_test, optimizer, rng, log))
     return loss, sample_size, log, meta_train_logs
 
 
-def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad):
+def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_grad, count=True):
+    """The first-order inner loop, in place on *params*: yields (j, the logging
+    output of B_j at θ_{j-1}) after each step, or (j, None) and stops when B_j's
+    gradient is not finite (θ_{j-1} is then left in *params*)."""
+    scale = loss_scale(optimizer)
+    for j, batch in enumerate(batches, 1):
+        loss, sample_size, log = _forward(criterion, model, batch, optimizer)
+        grads = torch.autograd.grad(
+            _normalized(loss, sample_size, ignore_grad) * scale, params, allow_unused=True
+        )
+        if not _unscale_and_check_(grads, scale):
+            _report_overflow(j, len(batches), scale)
+            yield j, None
+            return
+        inner.inner_step_(params, grads, count=count)
+        # Free the inner gradients now, not at the next assignment: otherwise
+        # they live through the next forward/backward and peak memory holds
+        # one more copy of the parameters.
+        del grads, loss
+        yield j, log
+
+
+def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad,
+                  measure=False):
     # θ_1..θ_k are non-leaf functions of θ (create_graph=True), the meta-test loss
     # is evaluated at θ_k through torch.func.functional_call, and one backward
     # carries the meta-gradient through all inner steps into θ's .grad. θ is never
@@ -148,13 +194,98 @@ def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ign
         # Here fast holds θ_k (a function of θ) and params hold θ.
         meta_test_objective = _Objective(model, criterion)
         meta_test_names = [n for n, p in meta_test_objective.named_parameters() if p.requires_grad]
+        rng = _rng_state(params[0].device) if measure else None
         loss, sample_size, log = _functional_forward(
             meta_test_objective, meta_test_names, fast, meta_test, optimizer
         )
         if ignore_grad:
             loss *= 0
         optimizer.backward(loss)
+    if measure:
+        log = dict(log, **_inner_move(fast, params), **_adaptation_gain(
+            criterion, inner_objective.model, meta_test, optimizer, rng, log))
     return loss, sample_size, log, meta_train_logs
+
+
+# Loss keys of the criteria's logging outputs whose value before and after the
+# inner steps is logged (meta_masked_lm: the sum over objectives and each of them).
+ADAPTATION_LOSS_KEYS = ("loss", "mlm_loss", "nsp_loss")
+
+
+@torch.no_grad()
+def _inner_move(adapted, theta):
+    """‖θ_k − θ‖² and ‖θ‖², summed over parameters (the task logs the ratio of
+    their square roots, so that episodes of several micro-batches and ranks add)."""
+    moved = sum(torch.linalg.vector_norm((a.detach() - t).float()) ** 2 for a, t in zip(adapted, theta))
+    norm = sum(torch.linalg.vector_norm(t.float()) ** 2 for t in theta)
+    return {"inner_move_sq": float(moved), "theta_norm_sq": float(norm)}
+
+
+@torch.no_grad()
+def _adaptation_gain(criterion, model, meta_test, optimizer, rng, adapted_log):
+    """L(θ; B_q) beside L(θ_k; B_q), per objective, as summed losses (keys
+    ``adapt_before_*`` / ``adapt_after_*`` with their sizes ``adapt_*``).
+
+    One extra forward without gradient at θ (*model* holds θ again, unwrapped so
+    that no DDP reduction is armed). It replays the random state *rng* taken
+    right before the meta-test forward, so that both losses see the same dropout
+    masks, and puts the random state back afterwards: measuring changes neither
+    the training run nor its random stream.
+    """
+    after = _rng_state(rng[1])
+    _set_rng_state(rng)
+    try:
+        _, sample_size, before = _forward(criterion, model, meta_test, optimizer)
+    finally:
+        _set_rng_state(after)
+    out = {"adapt_sample_size": adapted_log.get("sample_size", sample_size)}
+    if "nsp_count" in adapted_log:
+        out["adapt_nsp_count"] = adapted_log["nsp_count"]
+    for key in ADAPTATION_LOSS_KEYS:
+        if key in adapted_log and key in before:
+            out["adapt_before_" + key] = before[key]
+            out["adapt_after_" + key] = adapted_log[key]
+    return out
+
+
+def _rng_state(device):
+    """torch's random state for *device* (the CPU generator, and the device's own on CUDA)."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), device, cuda
+
+
+def _set_rng_state(state):
+    cpu, device, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def adapted_valid_step(model, criterion, support, batch, optimizer):
+    """Validation after adaptation: the inner steps of training (the meta
+    optimizer's rule, α, preconditioner) on the held-out mini-batches *support*,
+    then the loss on *batch* at the adapted weights θ_K; θ is restored bit for
+    bit. Runs in the caller's mode (eval: no dropout), on the unwrapped model,
+    never counts toward the optimizer's inner steps and never touches ``.grad``.
+
+    Returns ``(adapted logging output, sample size)``, or None when an inner
+    gradient is not finite (that batch is then not scored).
+    """
+    inner = find_meta_optimizer(optimizer)
+    model = unwrap_data_parallel(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    theta = [p.detach().clone() for p in params]
+    try:
+        with torch.enable_grad(), inner.episode(optimizer):
+            for _, log in _inner_steps_(model, criterion, support, params, inner, optimizer,
+                                        ignore_grad=False, count=False):
+                if log is None:
+                    return None
+        with torch.no_grad():
+            _, sample_size, log = _forward(criterion, model, batch, optimizer)
+        return log, sample_size
+    finally:
+        _restore_(params, theta)
 
 
 def _poisoned_meta_test_step(model, criterion, meta_test, optimizer):

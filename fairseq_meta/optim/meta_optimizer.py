@@ -11,12 +11,17 @@ flow one way, task → optimizer; neither reads the other's settings.
 Why the optimizer: an inner rule that preconditions with the outer Adam's
 moments needs the outer optimizer's state, which only the optimizer holds (as
 ``higher``'s differentiable optimizers and learn2learn's ``MAML(model, lr,
-first_order)`` own their update rule). Such a rule changes
-:meth:`MetaOptimizer.inner_direction` only.
+first_order)`` own their update rule). ``--inner-preconditioner adam`` is such a
+rule: it changes :meth:`MetaOptimizer.inner_direction` only, dividing the inner
+gradient by √v̂ + ε read from the outer Adam's state, so that α is in the units
+of ``--lr`` (an inner step of α moves each weight by about α, as an outer Adam
+step of lr does).
 
 A concrete meta optimizer is three lines: see :mod:`.meta_adam`.
 """
+import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -30,6 +35,7 @@ from ..pairing import check_pairing
 logger = logging.getLogger(__name__)
 
 META_ORDER_CHOICES = ChoiceEnum(["first", "second"])
+INNER_PRECONDITIONER_CHOICES = ChoiceEnum(["none", "adam"])
 
 
 @dataclass
@@ -37,8 +43,19 @@ class MetaOptimizerConfig(FairseqDataclass):
     inner_lr: float = field(
         default=1e-3,
         metadata={
-            "help": "learning rate α of the plain-SGD inner (meta-train) steps: "
-            "θ_j = θ_(j-1) − α ∇L(θ_(j-1); B_j); must be > 0"
+            "help": "learning rate α of the inner (meta-train) steps: "
+            "θ_j = θ_(j-1) − α ∇L(θ_(j-1); B_j) (plain SGD), or α ∇L / (√v̂ + ε) with "
+            "--inner-preconditioner adam, where α is in the units of --lr; must be > 0"
+        },
+    )
+    inner_preconditioner: INNER_PRECONDITIONER_CHOICES = field(
+        default="none",
+        metadata={
+            "help": "none: plain-SGD inner steps; adam: divide the inner gradient by "
+            "√v̂ + ε, v̂ the outer Adam's bias-corrected second moment (read, never "
+            "updated, during the episode; ε = --adam-eps), so that --inner-lr is in "
+            "the units of --lr. A parameter without Adam state yet (the first update) "
+            "takes a plain-SGD step"
         },
     )
     meta_order: META_ORDER_CHOICES = field(
@@ -66,35 +83,112 @@ class MetaOptimizer:
     STATE_KEY = "fairseq_meta"
 
     def __init__(self, cfg, params):
+        # a plain str: the choice enum would not pickle into checkpoints
+        preconditioner = str(getattr(cfg, "inner_preconditioner", "none"))
+        if preconditioner == "adam":
+            if not hasattr(cfg, "adam_eps"):
+                raise MetaConfigError(
+                    f"--inner-preconditioner adam needs an Adam outer optimizer "
+                    f"(--optimizer meta_adam), got --optimizer {cfg._name}"
+                )
+            if getattr(cfg, "fp16_adam_stats", False):
+                raise MetaConfigError(
+                    "--inner-preconditioner adam cannot read --fp16-adam-stats "
+                    "(its second moments are stored scaled); drop one of the two"
+                )
         super().__init__(cfg, params)
+        self.inner_preconditioner = preconditioner
         if not cfg.inner_lr > 0:
             raise MetaConfigError(f"--inner-lr must be > 0 (got {cfg.inner_lr})")
         check_pairing(task_name=_task_name(cfg), optimizer_name=cfg._name)
         self.inner_lr = float(cfg.inner_lr)
         self.second_order = cfg.meta_order == "second"
         self.num_inner_steps = 0
+        self._outer = None  # the precision wrapper of this episode (see episode())
+        self._moments = None  # id(param) -> (v, bias correction, ε), per episode
+        self._warned_no_state = False
+
+    @contextlib.contextmanager
+    def episode(self, outer_optimizer):
+        """Bracket one episode's inner steps. *outer_optimizer* is the object the
+        task was handed (fairseq's precision wrapper, or this optimizer): under
+        ``--fp16`` θ's parameters are fp16 and the Adam state belongs to their fp32
+        master copies, which only the wrapper can map. The outer state is read
+        once per episode and not written during it: the preconditioner is a
+        constant of the episode."""
+        self._outer, self._moments = outer_optimizer, None
+        try:
+            yield self
+        finally:
+            self._outer, self._moments = None, None
 
     def inner_direction(self, params, grads):
-        """The direction the inner step moves each parameter against: the plain
-        gradient. *params* are θ's parameters in the order of *grads* (None where
-        the mini-batch does not reach one), so that a preconditioned rule can look
-        up the outer optimizer's state of each."""
-        return grads
+        """The direction the inner step moves each parameter against. *params*
+        are θ's parameters in the order of *grads* (None where the mini-batch does
+        not reach one). ``none``: the gradient. ``adam``: g / (√v̂ + ε) in fp32,
+        with v̂ the outer Adam's bias-corrected second moment of that parameter;
+        a parameter without Adam state keeps the plain gradient."""
+        if self.inner_preconditioner != "adam":
+            return grads
+        if self._moments is None:
+            self._moments = self._read_second_moments(params)
+        directions = []
+        for p, g in zip(params, grads):
+            moment = self._moments.get(id(p))
+            if g is None or moment is None:
+                directions.append(g)
+                continue
+            v, bias_correction, eps = moment
+            # √v̂ + ε with v̂ = v / (1 − β2^t): a constant (no graph through it).
+            denom = (v.sqrt() / math.sqrt(bias_correction)).add_(eps)
+            directions.append(g.float() / denom)
+        return directions
+
+    def _read_second_moments(self, params):
+        state_of = _outer_state_keys(self._outer if self._outer is not None else self, params)
+        group_of = {id(q): group for group in self.optimizer.param_groups for q in group["params"]}
+        moments, missing = {}, 0
+        for p in params:
+            key, view = state_of.get(id(p), (p, None))
+            state = self.optimizer.state.get(key) or {}
+            if "exp_avg_sq" not in state:
+                missing += 1
+                continue
+            group = group_of[id(key)]
+            step = float(state["step"])
+            v = state["exp_avg_sq"]
+            if view is not None:
+                offset, numel = view
+                v = v.view(-1).narrow(0, offset, numel).view(p.shape)
+            moments[id(p)] = (v, 1.0 - group["betas"][1] ** step, group["eps"])
+        if missing and not self._warned_no_state:
+            self._warned_no_state = True
+            logger.warning(
+                "--inner-preconditioner adam: the outer Adam has no second moment yet for "
+                "%d of %d parameters (the first update of a run, or after --reset-optimizer); "
+                "their inner steps are plain SGD with --inner-lr until it has", missing, len(params),
+            )
+        return moments
 
     @torch.no_grad()
-    def inner_step_(self, params, grads):
-        """θ ← θ − α d, in place (first order); untouched parameters keep their value."""
+    def inner_step_(self, params, grads, count=True):
+        """θ ← θ − α d, in place (first order); untouched parameters keep their value.
+        *count*: whether the step counts toward ``num_inner_steps`` (training
+        episodes do; adapted validation does not)."""
         touched = [(p, d) for p, d in zip(params, self.inner_direction(params, grads)) if d is not None]
         if touched:
+            # fp32 directions (preconditioned) onto half-precision weights: the step
+            # α d is formed in fp32 and rounded once, when it is added.
             torch._foreach_add_([p for p, _ in touched], [d for _, d in touched], alpha=-self.inner_lr)
-        self.num_inner_steps += 1
+        if count:
+            self.num_inner_steps += 1
 
     def inner_step(self, params, weights, grads):
         """θ_j = θ_{j-1} − α d as new tensors, differentiable (second order);
         *weights* are θ_{j-1}, *params* θ's parameters they stand for."""
         directions = self.inner_direction(params, grads)
         self.num_inner_steps += 1
-        return [w if d is None else w - self.inner_lr * d for w, d in zip(weights, directions)]
+        return [w if d is None else w - (self.inner_lr * d).to(w.dtype) for w, d in zip(weights, directions)]
 
     def state_dict(self):
         state = dict(super().state_dict())
@@ -102,6 +196,7 @@ class MetaOptimizer:
             "num_inner_steps": self.num_inner_steps,
             "inner_lr": self.inner_lr,
             "meta_order": "second" if self.second_order else "first",
+            "inner_preconditioner": self.inner_preconditioner,
         }
         return state
 
@@ -112,10 +207,12 @@ class MetaOptimizer:
         if meta is not None:
             self.num_inner_steps = meta["num_inner_steps"]
             current = "second" if self.second_order else "first"
-            if meta["inner_lr"] != self.inner_lr or meta["meta_order"] != current:
+            saved = (meta["inner_lr"], meta["meta_order"], meta.get("inner_preconditioner", "none"))
+            if saved != (self.inner_lr, current, self.inner_preconditioner):
                 logger.warning(
-                    "resuming with --inner-lr %s --meta-order %s (checkpoint had %s, %s)",
-                    self.inner_lr, current, meta["inner_lr"], meta["meta_order"],
+                    "resuming with --inner-lr %s --meta-order %s --inner-preconditioner %s "
+                    "(checkpoint had %s, %s, %s)",
+                    self.inner_lr, current, self.inner_preconditioner, *saved,
                 )
 
 
@@ -124,6 +221,33 @@ def _task_name(cfg):
         return cfg.task_name
     except Exception:  # no task in this config (e.g. an optimizer built by hand)
         return None
+
+
+def _outer_state_keys(outer, params):
+    """id(p) -> (the tensor the outer torch optimizer keys p's state by, None or
+    (offset, numel) of p inside it), for θ's parameters *params*.
+
+    FP16Optimizer steps fp32 master copies: one per parameter
+    (``--fp16-no-flatten-grads``) or one flat tensor per device holding every
+    parameter in order. MemoryEfficientFP16Optimizer, AMPOptimizer and fp32
+    training step θ's own parameters (their Adam state is fp32 either way).
+    """
+    masters = getattr(outer, "fp32_params", None)
+    if masters is None:
+        return {}
+    fp16_params = list(outer.fp16_params)
+    if isinstance(masters, dict) or torch.is_tensor(masters):
+        flats = masters if isinstance(masters, dict) else {None: masters}
+        keys = {}
+        for device, flat in flats.items():
+            members = [q for q in fp16_params if q.requires_grad and (
+                len(flats) == 1 or q.device.index == device)]
+            offset = 0
+            for q in members:
+                keys[id(q)] = (flat, (offset, q.numel()))
+                offset += q.numel()
+        return {id(p): keys[id(p)] for p in params if id(p) in keys}
+    return {id(q): (q32, None) for q, q32 in zip(fp16_params, masters)}
 
 
 def find_meta_optimizer(optimizer):
