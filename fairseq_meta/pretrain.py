@@ -197,7 +197,8 @@ def initial_valid_loss(args, threads=None):
     criterion = task.build_criterion(cfg.criterion)
     trainer = Trainer(cfg, task, model, criterion)
     itr = trainer.get_valid_iterator("valid").next_epoch_itr(shuffle=False)
-    with torch.no_grad(), metrics.aggregate(new_root=True) as agg:
+    with torch.no_grad(), metrics.aggregate(new_root=True) as agg, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the data loader's pin_memory note on CPU
         for sample in itr:
             trainer.valid_step(sample)
         stats = agg.get_smoothed_values()
