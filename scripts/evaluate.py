@@ -94,6 +94,10 @@ def main(argv=None):
 
 if __name__ == "__main__":
     import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     from fairseq_meta.cli import run

@@ -46,29 +46,33 @@ def compose_config(config_dir, config_name, overrides):
     return cfg
 
 
-def run_config(checkpoint, task_dir, record, seed, *, max_update, max_epoch, lr, batch_size,
-               warmup_ratio=0.06, dropout=None, config_dir=DEFAULT_CONFIG_DIR):
-    """The config of one fine-tuning run of ``checkpoint`` (a
-    :class:`~fairseq_meta.evaluation.model.Checkpoint`) on one task."""
-    overrides = [
+def run_overrides(checkpoint, task_dir, seed, *, max_update, max_epoch, lr, batch_size,
+                  warmup_ratio=0.06):
+    """The hydra overrides of one fine-tuning run of ``checkpoint`` (a
+    :class:`~fairseq_meta.evaluation.model.Checkpoint`): what
+    ``scripts/finetune_glue.py`` passes, plus the budget, and no checkpoint files."""
+    return [
         f"task.data={task_dir}",
         f"common.user_dir={USER_DIR}",
         f"checkpoint.restore_file={checkpoint.path}",
         f"common.seed={seed}",
         *model_overrides({"model": checkpoint.model}),
         "common.cpu=true", "common.fp16=false",
-        "checkpoint.no_save=true",
         "dataset.num_workers=0",
-        "common.log_format=none",
         f"optimization.max_update={max_update}",
         f"optimization.max_epoch={max_epoch}",
         f"optimization.lr=[{lr}]",
         f"dataset.batch_size={batch_size}",
+        # the recipe's 6% warm-up
         f"lr_scheduler.warmup_updates={int(round(warmup_ratio * max_update))}",
+        "checkpoint.no_save=true",
+        "common.log_format=none",
     ]
-    if dropout is not None:
-        overrides += [f"model.dropout={dropout}", f"model.attention_dropout={dropout}"]
-    return compose_config(config_dir, record.config, overrides)
+
+
+def run_config(checkpoint, task_dir, record, seed, *, config_dir=DEFAULT_CONFIG_DIR, **budget):
+    """The config of one fine-tuning run on ``record`` (see :func:`run_overrides`)."""
+    return compose_config(config_dir, record.config, run_overrides(checkpoint, task_dir, seed, **budget))
 
 
 class IndexSubset:
@@ -159,14 +163,15 @@ def score(record, outputs, targets, values):
 
 
 def finetune_run(checkpoint, task_dir, record, seed, *, epochs, lr, batch_size, min_updates=0,
-                 train_indices=None, config_dir=DEFAULT_CONFIG_DIR, eval_every_epoch=True):
+                 train_indices=None, config_dir=DEFAULT_CONFIG_DIR, eval_every_epoch=True,
+                 keep_model=False):
     """Fine-tune ``checkpoint`` on ``record`` (data in ``task_dir``) with ``seed``
     for ``epochs`` epochs over the training examples (``train_indices`` if given,
     else all), at least ``min_updates`` updates; score the dev split.
 
     Returns {score, metrics, constant (one class predicted), updates,
-    epochs (per-epoch dev scores), n_train}."""
-    import torch
+    epochs (per-epoch dev scores), n_train}; with ``keep_model`` also the
+    final weights (model_state)."""
     from fairseq import metrics, tasks, utils
     from fairseq.data import iterators
     from fairseq.trainer import Trainer
@@ -226,8 +231,9 @@ def finetune_run(checkpoint, task_dir, record, seed, *, epochs, lr, batch_size, 
         epoch_itr = trainer.get_train_iterator(epoch_itr.next_epoch_idx, load_dataset=False)
     if last is None:
         last = score(record, *predict(trainer.model, task, valid, head), values)
-    del trainer, model
-    torch.set_grad_enabled(True)
-    return {"score": last[0], "metrics": last[1], "constant": last[2],
-            "updates": max_update, "epochs": per_epoch_scores, "n_train": n_train,
-            "n_dev": len(valid)}
+    out = {"score": last[0], "metrics": last[1], "constant": last[2],
+           "updates": trainer.get_num_updates(), "epochs": per_epoch_scores, "n_train": n_train,
+           "n_dev": len(valid)}
+    if keep_model:
+        out["model_state"] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    return out

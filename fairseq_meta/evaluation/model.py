@@ -77,6 +77,14 @@ def inspect(path, label, dict_path=None, spm_model=None):
     path = Path(path)
     if path.is_dir():
         raise MetaConfigError(f"{path} is a directory, not a checkpoint file")
+    if path.is_file():
+        import zipfile
+
+        with open(path, "rb") as f:
+            first = f.read(1)
+        # torch.save writes a zip archive (or, legacy, a pickle: protocol byte 0x80)
+        if not zipfile.is_zipfile(path) and first != b"\x80":
+            raise MetaConfigError(f"{path} is not a checkpoint (not a file written by torch.save)")
     pre = read_pretrained(path)
     from ..checkpoints import load_checkpoint
 

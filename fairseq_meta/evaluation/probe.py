@@ -45,6 +45,15 @@ def sentence_features(model, dataset, batch_size=64):
 def fit_predict(train_x, train_y, dev_x, regression, cv_seed=0):
     """Dev predictions of the cross-validated linear model, and the chosen
     regularisation."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # scikit-learn 1.8 announces changes of LogisticRegressionCV's defaults
+        warnings.simplefilter("ignore", FutureWarning)
+        return _fit_predict(train_x, train_y, dev_x, regression, cv_seed)
+
+
+def _fit_predict(train_x, train_y, dev_x, regression, cv_seed):
     from sklearn.linear_model import LogisticRegressionCV, RidgeCV
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline

@@ -51,11 +51,11 @@ class Settings:
     ft_epochs: int = 3
     ft_lr: float = 2e-4
     ft_batch_size: int = 32
-    ft_max_train: int = 8000
+    ft_max_train: int = 4000
     # 2. few-shot
     fs_sizes: list = field(default_factory=lambda: [32, 128, 512])
     fs_draws: int = 5
-    fs_epochs: int = 10
+    fs_epochs: int = 5
     fs_min_updates: int = 50
     fs_lr: float = 2e-4
     fs_batch_size: int = 16
@@ -297,8 +297,13 @@ def _write_json(path, obj):
 
 def _worker_init(threads):
     import logging
+    import warnings
 
     import torch
+
+    # fairseq's CPU runs warn on every batch (pin_memory, cuda.amp.autocast)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
     torch.set_num_threads(threads)
     logging.getLogger("fairseq").setLevel(logging.WARNING)

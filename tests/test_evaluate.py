@@ -1,0 +1,372 @@
+"""scripts/evaluate.py and fairseq_meta/evaluation: the statistics against known
+answers, the probe and the few-shot draws against computations by hand on a tiny
+model, in-process fine-tuning against fairseq-hydra-train, the one-line errors for
+bad input (nothing written), and the whole CLI end to end in --quick mode with
+resume."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sstats
+
+from conftest import META, REPO, SHARED_DATA, cli_env, train
+from fairseq_meta import glue
+from fairseq_meta.errors import MetaConfigError
+from fairseq_meta.evaluation import Settings, evaluate, glue_runs, probe, runner, stats
+from fairseq_meta.evaluation.model import inspect, load_encoder, make_untrained
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore::FutureWarning")]
+SCRIPT = REPO / "scripts" / "evaluate.py"
+
+
+# --------------------------------------------------------------------------- #
+# Statistics against known answers
+# --------------------------------------------------------------------------- #
+def test_summary_known_answer():
+    s = stats.summary([1, 2, 3, 4, 5, float("nan")])
+    assert s["n"] == 5 and s["mean"] == 3.0
+    assert s["std"] == pytest.approx(math.sqrt(2.5))
+    assert s["se"] == pytest.approx(math.sqrt(0.5))
+    # t_{0.975, 4} = 2.776445 (tables)
+    assert s["ci_high"] - 3.0 == pytest.approx(2.776445 * math.sqrt(0.5), abs=1e-6)
+    assert s["ci_low"] == pytest.approx(3.0 - 1.963243, abs=1e-6)
+    one = stats.summary([7.0])
+    assert one["mean"] == 7.0 and one["std"] is None and one["ci_low"] is None
+    assert stats.summary([])["mean"] is None
+
+
+def test_paired_differences():
+    a = {"1": 10.0, "2": 12.0, "3": 11.0, "4": 99.0}
+    b = {"1": 9.0, "2": 10.0, "3": 11.0, "5": 0.0}
+    p = stats.paired(a, b)
+    assert p["seeds"] == ["1", "2", "3"]  # only seeds both have
+    assert p["mean"] == pytest.approx(1.0) and p["std"] == pytest.approx(1.0)
+    assert p["wins"] == 2
+    assert p["separation"] == pytest.approx(1.0 / (1.0 / math.sqrt(3)))
+    assert p["mde"] == pytest.approx(stats.minimum_detectable_effect(1.0, 3))
+
+
+@pytest.mark.parametrize("n", [3, 5, 10, 30])
+def test_minimum_detectable_effect(n):
+    sd = 2.5
+    mde = stats.minimum_detectable_effect(sd, n)
+    # independent: scipy's noncentral t gives power 0.80 at the detectable effect
+    df, crit = n - 1, sstats.t.ppf(0.975, n - 1)
+    nc = mde / sd * math.sqrt(n)
+    assert sstats.nct.sf(crit, df, nc) + sstats.nct.cdf(-crit, df, nc) == pytest.approx(0.8, abs=1e-6)
+    # larger than the normal approximation, which it approaches
+    assert mde > 2.8016 * sd / math.sqrt(n)
+
+
+def test_minimum_detectable_effect_known_answers():
+    # G*Power, one-sample/paired t, two-tailed 0.05, power 0.80, n = 10: d = 0.996
+    assert stats.minimum_detectable_effect(1.0, 10) == pytest.approx(0.996, abs=1e-3)
+    # large n: (z_0.975 + z_0.8) sd / sqrt(n)
+    assert stats.minimum_detectable_effect(1.0, 10000) == pytest.approx(2.80158 / 100, rel=1e-3)
+    assert stats.normal_mde(1.0) == pytest.approx(1.959964 + 0.841621, abs=1e-5)
+    assert stats.minimum_detectable_effect(0.0, 5) == 0.0
+    assert stats.minimum_detectable_effect(1.0, 1) is None
+    # two pairs: t_{0.975, 1} = 12.706 makes the detectable effect large (11.55 sd)
+    assert stats.minimum_detectable_effect(1.0, 2) == pytest.approx(11.55, abs=0.01)
+    # a simulation: paired differences with mean = MDE are significant 80% of the time
+    rng = np.random.RandomState(0)
+    n, mde = 5, stats.minimum_detectable_effect(1.0, 5)
+    d = rng.randn(40000, n) + mde
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    assert np.mean(np.abs(t) > sstats.t.ppf(0.975, n - 1)) == pytest.approx(0.8, abs=0.01)
+
+
+# --------------------------------------------------------------------------- #
+# A tiny model and tiny GLUE
+# --------------------------------------------------------------------------- #
+def _run(*args, timeout=900):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=cli_env(), cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def spm_corpus(tmp_path_factory, book_lines):
+    root = tmp_path_factory.mktemp("ev_corpus")
+    text = root / "text.txt"
+    text.write_text("\n".join(book_lines) + "\n", encoding="utf-8")
+    proc = _run(REPO / "scripts" / "prepare_corpus.py", "--destdir", root / "bin",
+                "--vocab-size", "300", text)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "bin"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(spm_corpus, tmp_path_factory):
+    save = tmp_path_factory.mktemp("ev_pre")
+    train(spm_corpus, save, *META, "--meta-train-steps", "0", "--max-update", "4")
+    untrained = make_untrained(save / "checkpoint_last.pt", save / "untrained.pt")
+    return untrained, save / "checkpoint_last.pt"
+
+
+def _pairs(path, lines, labels, header, rows=60, offset=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(header + "\n")
+        for i in range(rows):
+            j = 2 * i + offset
+            f.write(f"{i}\t{lines[j]}\t{lines[j + 1]}\t{labels[i % len(labels)]}\n")
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory, wiki_lines):
+    """RTE and STS-B: the shared GLUE files, or rows of the same layout cut from text."""
+    root = tmp_path_factory.mktemp("ev_glue")
+    lines = [ln.replace("\t", " ") for ln in wiki_lines if len(ln.split()) > 3]
+    for name, header, labels in [("RTE", "index\tsentence1\tsentence2\tlabel", ["entailment", "not_entailment"]),
+                                 ("STS-B", "index\tsentence1\tsentence2\tscore", ["0.5", "3.2", "4.8", "1.0"])]:
+        shared = SHARED_DATA / "glue" / name
+        if (shared / "train.tsv").exists():
+            (root / name).symlink_to(shared, target_is_directory=True)
+        else:
+            for k, split in enumerate(["train", "dev"]):
+                _pairs(root / name / f"{split}.tsv", lines, labels, header, offset=200 * k)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(glue_dir, spm_corpus, tmp_path_factory):
+    from fairseq_meta import glue_data
+
+    dest = tmp_path_factory.mktemp("ev_prepared")
+    tasks, _ = glue_data.select_tasks(str(glue_dir), ["RTE", "STS-B"])
+    glue_data.prepare_glue(tasks, str(dest), spm_model=str(spm_corpus / "spm.model"),
+                           dict_path=str(spm_corpus / "dict.txt"), max_rows=60, force=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def domain(tmp_path_factory, wiki_lines):
+    root = tmp_path_factory.mktemp("ev_domain")
+    (root / "train.txt").write_text("\n".join(wiki_lines[:200]) + "\n", encoding="utf-8")
+    (root / "eval.txt").write_text("\n".join(wiki_lines[200:320]) + "\n", encoding="utf-8")
+    return root
+
+
+# --------------------------------------------------------------------------- #
+# The probe and the few-shot draws by hand
+# --------------------------------------------------------------------------- #
+def test_probe_by_hand(checkpoints, prepared):
+    from fairseq import tasks
+    from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    ck = inspect(checkpoints[1], "pre")
+    model, _ = load_encoder(ck)
+    for name in ["RTE", "STS-B"]:
+        record = glue.lookup(name)
+        got = probe.probe_task(ck, model, prepared / name, record)
+        # by hand: one example at a time (no padding), <s> vector ++ token mean
+        cfg = glue_runs.run_config(ck, prepared / name, record, 1, max_update=1, max_epoch=1,
+                                   lr=1e-5, batch_size=16)
+        task = tasks.setup_task(cfg.task)
+        feats = {}
+        for split in ["train", "valid"]:
+            task.load_dataset(split)
+            ds = task.dataset(split)
+            xs, ys = [], []
+            for i in range(len(ds)):
+                tokens = ds[i]["net_input.src_tokens"]
+                with torch.no_grad():
+                    x, _ = model.encoder.extract_features(tokens.unsqueeze(0))
+                xs.append(torch.cat([x[0, 0], x[0].mean(0)]).double().numpy())
+                ys.append(float(np.asarray(ds[i]["target"]).reshape(-1)[0]))
+            feats[split] = (np.stack(xs), np.asarray(ys))
+        (tx, ty), (dx, dy) = feats["train"], feats["valid"]
+        scaler = StandardScaler().fit(tx)
+        if record.regression:
+            lin = RidgeCV(alphas=probe.ALPHAS).fit(scaler.transform(tx), ty)
+            preds = lin.predict(scaler.transform(dx))
+            metrics = glue.compute_metrics(record, preds, dy)
+            np.testing.assert_allclose(got["preds"], preds, rtol=1e-4, atol=1e-4)
+        else:
+            ty, dy = ty.astype(int), dy.astype(int)
+            cv = StratifiedKFold(5, shuffle=True, random_state=0)
+            lin = LogisticRegressionCV(Cs=probe.CS, cv=cv, max_iter=2000).fit(scaler.transform(tx), ty)
+            preds = lin.predict(scaler.transform(dx))
+            values = glue_runs.label_values(task, record, cfg.task.num_classes)
+            metrics = glue.compute_metrics(record, values[preds], values[dy])
+            assert got["preds"] == values[preds].tolist()
+            assert got["regularisation"] == float(lin.C_[0])
+        assert got["n_train"] == len(ty) and got["n_dev"] == len(dy)
+        assert got["score"] == pytest.approx(100 * glue.task_score(record, metrics), abs=1e-2)
+
+
+def test_fewshot_draws(checkpoints, prepared):
+    from fairseq import tasks
+
+    n_total = runner._n_train(prepared / "RTE")
+    a = runner.fewshot_indices("RTE", n_total, 16, 1)
+    # a function of (task, n, draw) only, by hand
+    seed = (__import__("zlib").crc32(b"RTE") + 1009 * 16 + 7919 * 1) % 2 ** 32
+    assert a.tolist() == sorted(np.random.RandomState(seed).choice(n_total, 16, replace=False).tolist())
+    assert runner.fewshot_indices("RTE", n_total, 16, 2).tolist() != a.tolist()
+    assert runner.fewshot_indices("STS-B", n_total, 16, 1).tolist() != a.tolist()
+    assert len(set(a.tolist())) == 16 and runner.fewshot_indices("RTE", n_total, 10 ** 6, 1).tolist() == list(range(n_total))
+
+    # training reads exactly the drawn examples, each once per epoch
+    ck = inspect(checkpoints[1], "pre")
+    record = glue.lookup("RTE")
+    cfg = glue_runs.run_config(ck, prepared / "RTE", record, 3, max_update=1, max_epoch=1, lr=1e-5,
+                               batch_size=4)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    full = task.dataset("train")
+    sub = glue_runs.IndexSubset(full, a)
+    seen = []
+    itr = task.get_batch_iterator(sub, max_sentences=4, seed=3).next_epoch_itr(shuffle=True)
+    for batch in itr:
+        seen.extend(batch["id"].tolist())
+    assert sorted(seen) == a.tolist()  # ids are the examples' indices in the full split
+    for i in range(16):
+        assert torch.equal(sub[i]["net_input.src_tokens"], full[int(a[i])]["net_input.src_tokens"])
+
+    # the run's schedule: max(min_updates, epochs x ceil(n / batch))
+    res = glue_runs.finetune_run(ck, prepared / "RTE", record, 1, epochs=2, lr=1e-4, batch_size=4,
+                                 min_updates=3, train_indices=a)
+    assert res["n_train"] == 16 and res["updates"] == 8
+
+
+def test_inprocess_finetuning_is_fairseq_hydra_train(checkpoints, prepared, tmp_path):
+    """Same config, same seed: the weights after in-process training equal those of
+    fairseq-hydra-train with configs/finetune/rte.yaml, bit for bit."""
+    ck = inspect(checkpoints[1], "pre")
+    record = glue.lookup("RTE")
+    res = glue_runs.finetune_run(ck, prepared / "RTE", record, 2, epochs=1, lr=1e-4, batch_size=8,
+                                 keep_model=True)
+    cfg = glue_runs.run_config(ck, prepared / "RTE", record, 2, max_update=res["updates"], max_epoch=1,
+                               lr=1e-4, batch_size=8)
+    overrides = glue_runs.run_overrides(ck, prepared / "RTE", 2, max_update=res["updates"], max_epoch=1,
+                                        lr=1e-4, batch_size=8)
+    overrides = [o for o in overrides if not o.startswith(("checkpoint.no_save", "common.log_format"))]
+    save = tmp_path / "ck"
+    proc = _run("-m", "fairseq_cli.hydra_train", "--config-dir", str(REPO / "configs" / "finetune"),
+                "--config-name", "rte", *overrides, f"checkpoint.save_dir={save}",
+                f"hydra.run.dir={tmp_path / 'hydra'}", "checkpoint.no_save_optimizer_state=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from fairseq_meta.checkpoints import load_checkpoint
+
+    theirs = load_checkpoint(save / "checkpoint_last.pt")["model"]
+    assert cfg.optimization.max_update == res["updates"]
+    assert res["model_state"].keys() == theirs.keys()
+    differ = [k for k in theirs if not torch.equal(theirs[k], res["model_state"][k])]
+    assert not differ, differ[:5]
+
+
+# --------------------------------------------------------------------------- #
+# Bad input: one line, nothing written
+# --------------------------------------------------------------------------- #
+def _settings(tmp_path, cks, glue, domain, **kw):
+    base = dict(checkpoints=[str(c) for c in cks], out_dir=str(tmp_path / "out"),
+                glue_dir=str(glue), tasks=["RTE", "STS-B"],
+                domain_train=str(domain / "train.txt"), domain_eval=str(domain / "eval.txt"),
+                quick=True)
+    base.update(kw)
+    return Settings(**base)
+
+
+def test_bad_input(checkpoints, glue_dir, domain, spm_corpus, tmp_path):
+    good = checkpoints[1]
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    lm = tmp_path / "lm.pt"
+    state = torch.load(good, map_location="cpu", weights_only=False)
+    state["cfg"]["model"].arch = "transformer_lm"
+    state["cfg"]["model"]._name = "transformer_lm"
+    torch.save(state, lm)
+    nolabel = tmp_path / "glue_nolabel"
+    (nolabel / "RTE").mkdir(parents=True)
+    for split in ["train", "dev"]:
+        (nolabel / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\n0\ta b\tc d\n")
+    other_dict = tmp_path / "dict.txt"
+    other_dict.write_text("".join(f"w{i} 1\n" for i in range(40)))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    cases = [
+        (dict(checkpoints=[str(text)]), "not a checkpoint"),
+        (dict(checkpoints=[str(tmp_path)]), "is a directory"),
+        (dict(checkpoints=[str(tmp_path / "missing.pt")]), "not found"),
+        (dict(checkpoints=[str(lm)]), "RoBERTa"),
+        (dict(glue_dir=str(nolabel), tasks=["RTE"]), "no column 'label'"),
+        (dict(dict_path=str(other_dict)), "dictionary mismatch"),
+        (dict(domain_eval=str(empty), measurements=["adaptation"]), "is empty"),
+        (dict(domain_train=str(tmp_path / "nope.txt"), measurements=["adaptation"]), "not found"),
+        (dict(measurements=["vibes"]), "unknown measurement"),
+    ]
+    for change, message in cases:
+        settings = _settings(tmp_path, [good], glue_dir, domain, **change)
+        with pytest.raises(MetaConfigError, match=message) as e:
+            evaluate(settings)
+        assert "\n" not in str(e.value)
+        assert not (tmp_path / "out").exists(), change
+    proc = _run(SCRIPT, text, "--out-dir", tmp_path / "out")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("evaluate: error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- #
+# The CLI end to end, and resume
+# --------------------------------------------------------------------------- #
+@pytest.mark.slow
+def test_cli_quick_end_to_end_and_resume(checkpoints, glue_dir, domain, tmp_path):
+    out = tmp_path / "eval"
+    args = [SCRIPT, f"init={checkpoints[0]}", f"pre={checkpoints[1]}", "--out-dir", out, "--quick",
+            "--glue-dir", glue_dir, "--tasks", "RTE,STS-B", "--glue-max-rows", "60",
+            "--domain-train", domain / "train.txt", "--domain-eval", domain / "eval.txt"]
+    proc = _run(*args)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert [c["label"] for c in report["checkpoints"]] == ["init", "pre"]
+    assert report["checkpoints"][0]["num_updates"] == 0 and report["checkpoints"][1]["num_updates"] == 4
+    m = report["measurements"]
+    assert set(m) == {"finetune", "fewshot", "probe", "adaptation"}
+    # every raw number is there: 2 seeds x 2 tasks, 2 sizes x 2 draws x 2 tasks, 2 adaptation seeds
+    for label in ["init", "pre"]:
+        assert set(m["finetune"]["raw"][label]) == {"RTE", "STS-B", "average"}
+        assert len(m["finetune"]["raw"][label]["RTE"]) == 2
+        for n in ["8", "16"]:
+            assert len(m["fewshot"]["by_n"][n]["raw"][label]["STS-B"]) == 2
+        assert set(m["adaptation"]["raw"][label]) == {"t=0", "t=1", "t=2"}
+        assert set(m["probe"]["score"][label]) == {"RTE", "STS-B", "average"}
+    # the average of a seed is the mean of its tasks; the paired difference is by seed
+    ft = m["finetune"]["raw"]
+    for s in ["1", "2"]:
+        assert ft["pre"]["average"][s] == pytest.approx((ft["pre"]["RTE"][s] + ft["pre"]["STS-B"][s]) / 2)
+    diffs = [ft["pre"]["average"][s] - ft["init"]["average"][s] for s in ["1", "2"]]
+    assert m["finetune"]["paired_to_first"]["pre"]["average"]["mean"] == pytest.approx(np.mean(diffs))
+    # adaptation at t=0 is the checkpoint itself: the same for every seed
+    t0 = m["adaptation"]["raw"]["pre"]["t=0"]
+    assert t0["1"] == t0["2"]
+    assert report["headline"]["measurement"] == "adaptation"
+    assert report["versions"]["torch"] == torch.__version__
+    md = (out / "results.md").read_text()
+    assert "## Headline: adaptation at t=2" in md and "| pre − init |" in md
+    assert (out / "fewshot.png").stat().st_size > 0 and (out / "adaptation.png").stat().st_size > 0
+
+    # resume: nothing finished is recomputed; a lost unit is the only one run again
+    units = sorted(out.glob("units/*/*/*.json"))
+    assert len(units) == 2 * (2 * 2 + 2 * 2 * 2 + 2 + 2)
+    stamps = {p: p.stat().st_mtime_ns for p in units}
+    lost = next(p for p in units if "finetune" in str(p.parent))
+    lost.unlink()
+    proc = _run(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "running 1 with" in proc.stdout
+    for p, t in stamps.items():
+        if p != lost:
+            assert p.stat().st_mtime_ns == t
+    assert lost.is_file()
+    again = json.loads((out / "results.json").read_text())
+    assert again["measurements"]["probe"] == report["measurements"]["probe"]
