@@ -52,6 +52,9 @@ def _meta_args(k, order, *extra):
 RUNS = {
     "k1-first": (1, "first", []),
     "k2-second-nsp": (2, "second", ["--sentence-objective", "nsp"]),
+    # the inner step reads the outer Adam's state: resuming must restore it exactly
+    "k2-first-adam-preconditioned": (2, "first", ["--inner-preconditioner", "adam",
+                                                  "--log-adaptation-interval", "2"]),
 }
 
 
@@ -96,7 +99,8 @@ def test_resume_is_bit_identical(corpus, tmp_path, uninterrupted, run):
     assert a["extra_state"]["train_iterator"] == b["extra_state"]["train_iterator"]
     # The meta optimizer's own counters: 6 episodes of k inner steps, counted
     # across the restart (3k before it, restored from the checkpoint, + 3k after).
-    expected = {"num_inner_steps": 6 * k, "inner_lr": 0.05, "meta_order": order}
+    expected = {"num_inner_steps": 6 * k, "inner_lr": 0.05, "meta_order": order,
+                "inner_preconditioner": "adam" if "--inner-preconditioner" in extra else "none"}
     assert a["last_optimizer_state"]["fairseq_meta"] == expected
     assert b["last_optimizer_state"]["fairseq_meta"] == expected
 

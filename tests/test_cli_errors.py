@@ -31,6 +31,13 @@ CASES = {
     "corpora-on-single-corpus": ("corpus", ["--corpora", "wiki"], ["--corpora", "{data}"]),
     "negative-sampling-alpha": ("two_corpora", ["--corpus-sampling-alpha", "-1"], ["--corpus-sampling-alpha"]),
     "meta-order-third": ("corpus", ["--meta-order", "third"], ["--meta-order", "third"]),
+    "inner-preconditioner-unknown": (
+        "corpus", ["--inner-preconditioner", "rmsprop"], ["--inner-preconditioner", "rmsprop"]
+    ),
+    "log-adaptation-interval-negative": (
+        "corpus", ["--log-adaptation-interval", "-1"], ["--log-adaptation-interval", "-1"]
+    ),
+    "valid-adapt-steps-negative": ("corpus", ["--valid-adapt-steps", "-2"], ["--valid-adapt-steps", "-2"]),
     "episode-cannot-be-formed": ("corpus", ["--meta-train-steps", "500"], ["--meta-train-steps 500", "episode"]),
     "empty-valid-split": ("empty_valid", [], ["{data}/valid", "at least 1 block", "--disable-validation"]),
     "missing-valid-split": ("corpus", ["--valid-subset", "test"], ["'test' split", "--disable-validation"]),

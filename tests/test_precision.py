@@ -20,17 +20,18 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 
 from fairseq_meta.meta_learning import loss_scale
+from fairseq_meta.optim.meta_optimizer import find_meta_optimizer
 
 INNER_LR = 0.1
 
 
-def build(corpus, wrapper, precision, k=1, order="first", init_scale=128):
+def build(corpus, wrapper, precision, k=1, order="first", init_scale=128, extra=()):
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [
         str(corpus), *META, *TINY_ROBERTA, "--meta-train-steps", str(k), "--meta-order", order,
         "--inner-lr", str(INNER_LR), "--dropout", "0", "--attention-dropout", "0",
         "--tokens-per-sample", "32", "--batch-size", "3", "--cpu", "--seed", "1",
-        f"--{precision}", "--fp16-init-scale", str(init_scale), "--fp16-no-flatten-grads",
+        f"--{precision}", "--fp16-init-scale", str(init_scale), "--fp16-no-flatten-grads", *extra,
     ])
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
@@ -124,3 +125,44 @@ def test_loss_scale_reads_amp_grad_scaler():
     Stub._grad_scaler = torch.amp.GradScaler("cpu", enabled=False)
     assert loss_scale(Stub()) == 1.0
     assert loss_scale(object()) == 1.0
+
+
+@pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_adam_preconditioner_reads_the_state_of_each_parameter(corpus, wrapper, precision):
+    """--inner-preconditioner adam under the precision wrappers: the Adam state
+    belongs to fp32 master copies (FP16Optimizer) or to the half-precision weights
+    themselves (MemoryEfficientFP16Optimizer); each weight's inner step must use
+    its own v̂. Planted: v̂ different for every weight; by hand: the fp32 step
+    α g / (√v̂ + ε) added to the half-precision weights."""
+    alpha = 1e-3
+    task, model, criterion, optimizer, episode = build(
+        corpus, wrapper, precision, extra=["--inner-preconditioner", "adam", "--inner-lr", str(alpha)])
+    scale = loss_scale(optimizer)
+    torch_optimizer = find_meta_optimizer(optimizer).optimizer
+    masters = optimizer.fp32_params if wrapper is FP16Optimizer else list(model.parameters())
+    generator = torch.Generator().manual_seed(0)
+    denominators = []
+    for p, master in zip(model.parameters(), masters):
+        v_hat = (1e-2 * (1 + torch.rand(p.shape, generator=generator))) ** 2
+        torch_optimizer.state[master] = {"step": 10, "exp_avg": torch.zeros(p.shape),
+                                         "exp_avg_sq": v_hat * (1 - 0.999 ** 10)}
+        denominators.append(v_hat.sqrt() + 1e-8)
+
+    theta = weights(model)
+    optimizer.zero_grad()
+    task.train_step(episode, model, criterion, optimizer, update_num=0)
+    assert_restored(model, theta)
+    got = [p.grad.clone() for p in model.parameters()]
+
+    fast = copy.deepcopy(model)
+    fast.zero_grad()
+    loss, sample_size, _ = criterion(fast, episode["meta_train"][0])
+    (loss / sample_size * scale).backward()
+    with torch.no_grad():
+        for p, denominator in zip(fast.parameters(), denominators):
+            p.add_(p.grad.float() / scale / denominator, alpha=-alpha)
+    fast.zero_grad()
+    (criterion(fast, episode["meta_test"])[0] * scale).backward()
+    for name_and_p, g, (n, ref) in zip(model.named_parameters(), got, fast.named_parameters()):
+        torch.testing.assert_close(g, ref.grad, msg=n)
