@@ -24,7 +24,7 @@ setup(
         "ve-fairseq==0.12.3",
         "sentencepiece>=0.1.99",
         "hydra-core>=1.0.7,<1.4",
-        "omegaconf>=2.0.6,<2.4",
+        "omegaconf>=2.1,<2.4",  # 2.1: the oc.select resolver (tasks/meta_task.py)
         "tensorboard",
         "numpy",
     ],

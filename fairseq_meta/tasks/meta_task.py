@@ -57,8 +57,9 @@ class MetaTaskConfig(FairseqDataclass):
             "θ. 0 = off"
         },
     )
-    # Read from the rest of the configuration, never set here.
-    optimizer_name: Optional[str] = II("optimizer._name")
+    # Read from the rest of the configuration, never set here. oc.select: tools
+    # that build no optimizer (fairseq-validate) resolve it to None.
+    optimizer_name: Optional[str] = II("oc.select:optimizer._name,null")
     train_subset: str = II("dataset.train_subset")
     ddp_backend: Optional[str] = II("distributed_training.ddp_backend")
 
