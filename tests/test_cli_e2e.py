@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from conftest import META, train
+from conftest import META, run_cli, train
 
 BASE = [*META, "--meta-train-steps", "2", "--inner-lr", "1e-3", "--seed", "5"]
 
@@ -133,3 +133,16 @@ def test_episode_tokens_are_exact_counts(k, corpus, tmp_path):
     assert [int(r["num_updates"]) for r in rows] == [2, 4]
     batch, block = 4, 32  # conftest.TRAIN_DEFAULTS
     assert [r["episode_tokens"] for r in rows] == [str(2 * (k + 1) * batch * block)] * 2
+
+
+def test_fairseq_validate_scores_a_meta_checkpoint_as_training_did(corpus, tmp_path):
+    """fairseq-validate builds no optimizer: the task's reference to the optimizer's name
+    must resolve to nothing, not stop the tool; its loss is the one training logged."""
+    log = train(corpus, tmp_path, *BASE, "--max-update", "2").stdout
+    trained = float(re.search(r"\| loss ([0-9.]+) \|", _valid_line(log)).group(1))
+    proc = run_cli("validate", [corpus, "--user-dir", META[1], "--task", "meta_masked_lm",
+                                "--path", tmp_path / "checkpoint_last.pt", "--cpu",
+                                "--batch-size", "4", "--num-workers", "0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    validated = float(re.search(r"\| loss ([0-9.]+) \|", _valid_line(proc.stdout + proc.stderr)).group(1))
+    assert validated == trained
