@@ -40,7 +40,7 @@ def pretrain_curves(out, s):
     """Per run: tokens processed and losses (bits) along training.
 
     Every ``train_inner`` row carries ``episode_tokens``, the exact number of tokens
-    (support and query mini-batches) that the updates since the previous row
+    (meta-train and meta-test mini-batches) that the updates since the previous row
     processed, summed by fairseq's metrics. Tokens processed at a logged update is
     the sum of the rows up to it. Validation and checkpoints fall on logged updates
     (``--validate-interval-updates`` and ``--updates`` are multiples of
@@ -165,7 +165,7 @@ def plot(curves, scores, out, s):
             if c["valid"]:
                 ax.plot([p["tokens"] / 1e6 for p in c["valid"]], [p["loss"] for p in c["valid"]],
                         color=color, marker="o", markersize=3, label=f"k={c['k']} valid")
-        ax.set_title(f"pre-training, {objective}: faint = meta-test (query) loss, "
+        ax.set_title(f"pre-training, {objective}: faint = meta-test loss, "
                      "dots = valid loss", fontsize=9)
         ax.set_xlabel("tokens processed, all mini-batches (millions)")
         ax.set_ylabel("loss (bits)")

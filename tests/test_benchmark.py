@@ -1,5 +1,5 @@
 """scripts/benchmark.py runs end to end on a tiny corpus: every configuration is timed
-in one process, token counts include the support mini-batches, memory is measured per
+in one process, token counts include the meta-train mini-batches, memory is measured per
 configuration, and bad input is one line. (No timing is asserted: see docs/benchmarks.md.)"""
 import json
 import subprocess
