@@ -69,7 +69,10 @@ def meta_train_step(task, episode, model, criterion, optimizer, update_num, igno
     Returns ``(loss, sample_size, logging_output)`` of B_q at θ_k, as
     ``FairseqTask.train_step`` does; the logging output also carries the first
     meta-train batch's loss before adaptation (keys ``meta_train_*``) and the
-    episode's token count (``episode_ntokens``).
+    episode's token count (``episode_ntokens``); on updates that measure the
+    adaptation, the query losses at θ and θ_k (``adapt_before_*``,
+    ``adapt_after_*``, sizes ``adapt_*``) and ‖θ_k − θ‖², ‖θ‖² (``inner_move_sq``,
+    ``theta_norm_sq``), which :meth:`MetaTask.reduce_metrics` turns into metrics.
     """
     meta_train, meta_test = episode["meta_train"], episode["meta_test"]
     if not meta_train:
@@ -117,12 +120,12 @@ def _first_order(task, meta_train, meta_test, model, criterion, optimizer, inner
     inner_model = unwrap_data_parallel(model)
     meta_train_logs, overflow, moved = [], False, None
     try:
-        for j, log in _inner_steps_(inner_model, criterion, meta_train, params, inner, optimizer,
-                                    ignore_grad):
-            if log is None:
+        for log, finite in _inner_steps_(inner_model, criterion, meta_train, params, inner,
+                                         optimizer, ignore_grad):
+            meta_train_logs.append(log)
+            if not finite:
                 overflow = True
                 break
-            meta_train_logs.append(log)
         # Here params hold θ_k and theta holds θ.
         if overflow:
             _restore_(params, theta)
@@ -143,9 +146,9 @@ def _first_order(task, meta_train, meta_test, model, criterion, optimizer, inner
 
 
 def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_grad, count=True):
-    """The first-order inner loop, in place on *params*: yields (j, the logging
-    output of B_j at θ_{j-1}) after each step, or (j, None) and stops when B_j's
-    gradient is not finite (θ_{j-1} is then left in *params*)."""
+    """The first-order inner loop, in place on *params*: yields (the logging
+    output of B_j at θ_{j-1}, whether its gradient was finite) after each step;
+    stops after a non-finite gradient, leaving θ_{j-1} in *params*."""
     scale = loss_scale(optimizer)
     for j, batch in enumerate(batches, 1):
         loss, sample_size, log = _forward(criterion, model, batch, optimizer)
@@ -154,14 +157,14 @@ def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_gr
         )
         if not _unscale_and_check_(grads, scale):
             _report_overflow(j, len(batches), scale)
-            yield j, None
+            yield log, False
             return
         inner.inner_step_(params, grads, count=count)
         # Free the inner gradients now, not at the next assignment: otherwise
         # they live through the next forward/backward and peak memory holds
         # one more copy of the parameters.
         del grads, loss
-        yield j, log
+        yield log, True
 
 
 def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad,
@@ -277,9 +280,9 @@ def adapted_valid_step(model, criterion, support, batch, optimizer):
     theta = [p.detach().clone() for p in params]
     try:
         with torch.enable_grad(), inner.episode(optimizer):
-            for _, log in _inner_steps_(model, criterion, support, params, inner, optimizer,
-                                        ignore_grad=False, count=False):
-                if log is None:
+            for _, finite in _inner_steps_(model, criterion, support, params, inner, optimizer,
+                                           ignore_grad=False, count=False):
+                if not finite:
                     return None
         with torch.no_grad():
             _, sample_size, log = _forward(criterion, model, batch, optimizer)
