@@ -2,7 +2,7 @@
 
 Work is cut into units (one fine-tuning run, one few-shot draw, one probe, one
 adaptation seed); each unit's result is written to
-``OUT/units/<checkpoint>-<sha>/<measurement>-<settings hash>/<unit>.json`` as
+``OUT/units/<checkpoint sha256>/<measurement>-<settings hash>/<unit>.json`` as
 soon as it finishes, and a re-run with the same settings skips every unit that
 has its file. ``results.json``, ``results.md`` and the plots are rebuilt from
 the unit files at the end of every run.
@@ -223,7 +223,8 @@ def unit_name(unit):
 
 
 def unit_path(out_dir, settings, ck, unit):
-    return (Path(out_dir) / "units" / f"{ck.label.replace('/', '_')}-{ck.sha256[:12]}"
+    # keyed on the file's content, not its name: a renamed or relabelled checkpoint is reused
+    return (Path(out_dir) / "units" / ck.sha256[:16]
             / f"{unit['kind']}-{_key(settings.part(unit['kind']))}" / f"{unit_name(unit)}.json")
 
 
