@@ -5,7 +5,6 @@ bad input (nothing written), and the whole CLI end to end in --quick mode with
 resume."""
 import json
 import math
-import os
 import subprocess
 import sys
 

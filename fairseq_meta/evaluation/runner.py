@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from .. import glue
 from ..errors import MetaConfigError
 from ..finetune import DEFAULT_CONFIG_DIR, REPO
 from . import stats
-from .model import Checkpoint, inspect
+from .model import inspect
 
 MEASUREMENTS = ("finetune", "fewshot", "probe", "adaptation")
 DEFAULT_TASKS = ("RTE", "MRPC", "CoLA", "STS-B", "SST-2")
