@@ -37,5 +37,7 @@ setup(
         # scripts/export_model.py --huggingface: XLM-R model and tokenizer classes;
         # protobuf reads the sentencepiece model's scores and normalizer
         "export": ["transformers>=5,<6", "protobuf"],
+        # scripts/evaluate.py: the frozen-feature probe, statistics and plots
+        "eval": ["scipy", "scikit-learn", "matplotlib"],
     },
 )

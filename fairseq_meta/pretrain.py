@@ -10,6 +10,7 @@ shows a short header, progress with an ETA and an end-of-run summary.
     python -m fairseq_meta.pretrain --run-dir DIR --max-update N [--extra-args "..."] [TEXT ...]
 """
 import argparse
+import importlib.util
 import difflib
 import hashlib
 import json
@@ -314,9 +315,24 @@ def next_commands(run_dir, data):
                       f"{data / 'spm.model'} --dict {data / 'dict.txt'} --destdir runs/glue && "
                       f"python scripts/finetune_glue.py --checkpoint {ckpt} --glue-data "
                       "runs/glue --out-dir runs/finetune --cpu"),
-        ("export", f"python scripts/export_model.py {ckpt} --out-dir {run_dir / 'model'}   "
-                   "(RobertaModel.from_pretrained; --huggingface DIR for transformers; --help)"),
+        ("use", f"RobertaModel.from_pretrained('{run_dir / 'model'}').fill_mask('... <mask> ...')"
+                "   (README: Using the model afterwards)"),
     ]
+
+
+def export_model(run_dir):
+    """RUN_DIR/model (fairseq's hub interface) and, where transformers is installed,
+    RUN_DIR/huggingface, from the best checkpoint; --force because a resumed run
+    exports again."""
+    ckpt = run_dir / "checkpoints" / "checkpoint_best.pt"
+    if not ckpt.exists():
+        ckpt = run_dir / "checkpoints" / "checkpoint_last.pt"
+    args = [ckpt, "--out-dir", run_dir / "model", "--force"]
+    if importlib.util.find_spec("transformers") is not None:
+        args += ["--huggingface", run_dir / "huggingface"]
+    _script("export_model.py", *args)
+    cli.log(f"model: {run_dir / 'model'}" + (f", {run_dir / 'huggingface'}"
+                                             if "--huggingface" in map(str, args) else ""))
 
 
 def build_argparser():
@@ -398,6 +414,7 @@ def main(argv=None):
         change = f"{before:.3f} bits before training -> " if before is not None else ""
         cli.log(f"valid loss: {change}{loss:.3f} at update {u}; best {best:.3f} "
                 "(checkpoint_best.pt)")
+    export_model(run_dir)
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
     cli.log(f"checkpoints: {run_dir / 'checkpoints'}: {', '.join(ckpts)} "
             f"(best = lowest valid loss)")

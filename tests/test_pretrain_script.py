@@ -177,8 +177,13 @@ def test_demo_run_says_what_it_did_and_keeps_few_checkpoints(tmp_path, wiki_line
     assert "valid loss before training:" in out
     assert "update 30/30 (100%)" in out and "ETA" in out
     assert "valid loss: " in out and "at update 30; best" in out
-    for what in ("evaluate:", "fine-tune:", "export:"):
+    for what in ("evaluate:", "fine-tune:", "use:"):
         assert what in out
+    # the model directory that fairseq's hub interface and transformers load
+    # (tests/test_export.py loads them)
+    assert {p.name for p in (run_dir / "model").iterdir()} >= {
+        "model.pt", "dict.txt", "sentencepiece.bpe.model"}
+    assert (run_dir / "huggingface" / "config.json").is_file()
     # what the console no longer shows; the full log keeps everything
     assert "tensorboardX" not in out + proc.stderr
     assert max(len(line) for line in out.splitlines()) < 600
