@@ -19,7 +19,10 @@ def run(rank, corpus, out_dir, order, port):
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0)
-    task, model, criterion, optimizer, episodes = build(corpus, k=2, order=order)
+    # Every update also measures the adaptation gain: its extra forward at θ must
+    # not arm a reduction either.
+    task, model, criterion, optimizer, episodes = build(
+        corpus, k=2, order=order, extra=["--log-adaptation-interval", "1"])
     ddp = DistributedDataParallel(model)
     reductions = []
 
