@@ -4,9 +4,9 @@ import math
 import re
 
 import pytest
-import torch
 
 from conftest import META, run_cli, train
+from fairseq_meta.checkpoints import load_checkpoint
 
 BASE = [*META, "--meta-train-steps", "2", "--inner-lr", "1e-3", "--seed", "5"]
 
@@ -68,13 +68,14 @@ def test_trains_validates_saves_and_resumes(variant, request, tmp_path):
     assert f"Loaded checkpoint {save}/checkpoint_last.pt (epoch 1 @ 3 updates)" in second
     _assert_trained(second, range(4, 6), nsp_keys)
 
-    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(save / "checkpoint_last.pt")
     assert state["optimizer_history"][-1]["num_updates"] == 5
     meta = state["last_optimizer_state"]["fairseq_meta"]
     assert meta == {
         "num_inner_steps": 10,
         "inner_lr": 1e-3,
         "meta_order": "second" if variant == "second-order" else "first",
+        "inner_preconditioner": "none",
     }
     heads = {k.split(".")[1] for k in state["model"] if k.startswith("classification_heads.")}
     assert heads == ({"next_sentence_head"} if variant == "nsp" else set())
