@@ -143,6 +143,15 @@ def _get(obj, key, default=None):
     return getattr(obj, key, default)
 
 
+def check_vocabulary_size(pre, n_symbols, what, dict_path, fix):
+    """The checkpoint's embedding rows must be the dictionary's symbols (fairseq's
+    specials and <mask> counted): same ids, same size."""
+    if n_symbols != pre["vocab"]:
+        raise MetaConfigError(
+            f"{what}: dictionary mismatch: the checkpoint's embeddings have {pre['vocab']} rows "
+            f"but {dict_path} gives {n_symbols} symbols (with the specials and <mask>); {fix}")
+
+
 def read_pretrained(path):
     """{'model': model cfg values, 'vocab': embedding rows, 'arch': name} of the checkpoint."""
     path = Path(path)
@@ -251,12 +260,9 @@ def check_task(record, task_dir, args, pre):
         dictionary = Dictionary.load(str(task_dir / "input0" / "dict.txt"))
     except Exception as e:  # noqa: BLE001
         raise MetaConfigError(f"{task_dir / 'input0' / 'dict.txt'}: {e}".splitlines()[0])
-    n_task = len(dictionary) + 1  # sentence_prediction adds <mask>, as masked_lm did
-    if n_task != pre["vocab"]:
-        raise MetaConfigError(
-            f"{task}: dictionary mismatch: the checkpoint's embeddings have {pre['vocab']} rows "
-            f"but {task_dir / 'input0' / 'dict.txt'} gives {n_task} symbols (with <mask>); "
-            "binarize the task with the pre-training dict.txt (prepare_glue.py --dict)")
+    # sentence_prediction adds <mask>, as masked_lm did
+    check_vocabulary_size(pre, len(dictionary) + 1, task, task_dir / "input0" / "dict.txt",
+                          "binarize the task with the pre-training dict.txt (prepare_glue.py --dict)")
 
     # Config (plus overrides after --) against meta.json and label/.
     from omegaconf import OmegaConf

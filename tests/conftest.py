@@ -87,6 +87,21 @@ def two_corpora(tmp_path_factory, corpus, wiki_lines, book_lines):
     return root
 
 
+@pytest.fixture
+def float64_fairseq(monkeypatch):
+    """fairseq computes gelu and the loss's log-softmax in float32; finite
+    differences need the whole computation in float64."""
+    import fairseq.modules
+    import torch.nn.functional as nnf
+
+    monkeypatch.setattr(fairseq.modules, "gelu", lambda x: nnf.gelu(x))
+    monkeypatch.setattr(
+        fairseq.modules, "cross_entropy",
+        lambda logits, target, ignore_index=-100, reduction="mean": nnf.cross_entropy(
+            logits, target, ignore_index=ignore_index, reduction=reduction),
+    )
+
+
 def cli_env():
     # One thread: runs compared bit for bit must reduce in the same order.
     return dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")

@@ -104,16 +104,7 @@ def test_adam_preconditioned_first_order_equals_the_step_by_hand(corpus):
     assert any(not torch.allclose(got[n], g, rtol=1e-3) for n, g in grads_of(plain).items())
 
 
-def test_adam_preconditioned_second_order_matches_finite_differences(corpus, monkeypatch):
-    import fairseq.modules
-    import torch.nn.functional as nnf
-
-    monkeypatch.setattr(fairseq.modules, "gelu", lambda x: nnf.gelu(x))
-    monkeypatch.setattr(
-        fairseq.modules, "cross_entropy",
-        lambda logits, target, ignore_index=-100, reduction="mean": nnf.cross_entropy(
-            logits, target, ignore_index=ignore_index, reduction=reduction),
-    )
+def test_adam_preconditioned_second_order_matches_finite_differences(corpus, float64_fairseq):
     task, model, criterion, optimizer, episodes = build_adam(corpus, k=2, order="second")
     model.double()
     denominators = plant_second_moments(model, optimizer, next(episodes)["meta_test"], criterion)

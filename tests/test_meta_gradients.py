@@ -88,18 +88,7 @@ def test_first_order_equals_gradient_at_adapted_weights(corpus, nsp):
         torch.testing.assert_close(got[name], expected[name], msg=name)
 
 
-def test_second_order_matches_finite_differences(corpus, monkeypatch):
-    # fairseq computes gelu and the loss's log-softmax in float32; finite
-    # differences need the whole computation in float64.
-    import fairseq.modules
-    import torch.nn.functional as nnf
-
-    monkeypatch.setattr(fairseq.modules, "gelu", lambda x: nnf.gelu(x))
-    monkeypatch.setattr(
-        fairseq.modules, "cross_entropy",
-        lambda logits, target, ignore_index=-100, reduction="mean": nnf.cross_entropy(
-            logits, target, ignore_index=ignore_index, reduction=reduction),
-    )
+def test_second_order_matches_finite_differences(corpus, float64_fairseq):
     task, model, criterion, optimizer, episodes = build(corpus, k=2, order="second")
     model.double()
     episode = next(episodes)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import corpus
 from ..errors import MetaConfigError
-from ..finetune import EMBED_KEY, _get, read_pretrained
+from ..finetune import EMBED_KEY, _get, check_vocabulary_size, read_pretrained
 
 
 @dataclass
@@ -97,12 +97,9 @@ def inspect(path, label, dict_path=None, spm_model=None):
         raise MetaConfigError(f"{path}: cannot find the pre-training {missing} (looked next to the "
                               "data the checkpoint names); give --dict and --spm-model")
     symbols = corpus.check_dictionary(dict_path)
-    n = len(symbols) + 4 + 1  # fairseq's 4 specials + <mask>
-    if n != pre["vocab"]:
-        raise MetaConfigError(
-            f"{path}: dictionary mismatch: the checkpoint's embeddings have {pre['vocab']} rows but "
-            f"{dict_path} gives {n} symbols (with the 4 specials and <mask>); give the dict.txt "
-            "the checkpoint was pre-trained with (--dict)")
+    # fairseq's 4 specials + <mask>
+    check_vocabulary_size(pre, len(symbols) + 4 + 1, path, dict_path,
+                          "give the dict.txt the checkpoint was pre-trained with (--dict)")
     sp = corpus.load_spm(spm_model)
     corpus.check_spm_matches_dict(sp, spm_model, symbols, dict_path)
     history = state.get("optimizer_history") or [{}]
