@@ -242,8 +242,15 @@ def test_inprocess_finetuning_is_fairseq_hydra_train(checkpoints, prepared, tmp_
     fairseq-hydra-train with configs/finetune/rte.yaml, bit for bit."""
     ck = inspect(checkpoints[1], "pre")
     record = glue.lookup("RTE")
-    res = glue_runs.finetune_run(ck, prepared / "RTE", record, 2, epochs=1, lr=1e-4, batch_size=8,
-                                 keep_model=True)
+    # One intra-op thread on both sides (cli_env gives the subprocess one): float
+    # sums reduce in the same order only with the same thread count.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = glue_runs.finetune_run(ck, prepared / "RTE", record, 2, epochs=1, lr=1e-4,
+                                     batch_size=8, keep_model=True)
+    finally:
+        torch.set_num_threads(threads)
     cfg = glue_runs.run_config(ck, prepared / "RTE", record, 2, max_update=res["updates"], max_epoch=1,
                                lr=1e-4, batch_size=8)
     overrides = glue_runs.run_overrides(ck, prepared / "RTE", 2, max_update=res["updates"], max_epoch=1,
