@@ -102,6 +102,26 @@ def float64_fairseq(monkeypatch):
     )
 
 
+def assert_matches_finite_differences(model, grads, loss_at, rel, directions=3, eps=1e-6):
+    """``grads`` (name -> tensor) against central finite differences of
+    ``loss_at(shifted_model)`` along random directions (seeded), in float64."""
+    import copy
+
+    def loss_shifted(scale, direction):
+        shifted = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in shifted.named_parameters():
+                p += scale * direction[n]
+        return loss_at(shifted)
+
+    torch.manual_seed(0)
+    for _ in range(directions):
+        direction = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+        fd = (loss_shifted(eps, direction) - loss_shifted(-eps, direction)) / (2 * eps)
+        analytic = sum((grads[n] * direction[n]).sum().item() for n in grads)
+        assert analytic == pytest.approx(fd, rel=rel)
+
+
 def cli_env():
     # One thread: runs compared bit for bit must reduce in the same order.
     return dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")

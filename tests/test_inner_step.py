@@ -19,7 +19,7 @@ import math
 
 import pytest
 import torch
-from conftest import META, train
+from conftest import META, assert_matches_finite_differences, train
 from fairseq.logging import metrics
 from test_meta_gradients import build, grads_of, meta_grad, weights_of
 
@@ -111,22 +111,11 @@ def test_adam_preconditioned_second_order_matches_finite_differences(corpus, flo
     episode = next(episodes)
     got = meta_grad(task, model, criterion, optimizer, episode)
 
-    def F(shift):
-        shifted = copy.deepcopy(model)
-        with torch.no_grad():
-            for n, p in shifted.named_parameters():
-                p += shift[n]
-        fast = adapted_by_hand(shifted, criterion, episode["meta_train"], denominators)
-        return criterion(fast, episode["meta_test"])[0].item()
-
-    torch.manual_seed(0)
-    for _ in range(3):
-        direction = {n: torch.randn_like(p) for n, p in model.named_parameters()}
-        eps = 1e-6
-        fd = (F({n: eps * v for n, v in direction.items()})
-              - F({n: -eps * v for n, v in direction.items()})) / (2 * eps)
-        analytic = sum((got[n] * direction[n]).sum().item() for n in got)
-        assert analytic == pytest.approx(fd, rel=1e-5)
+    assert_matches_finite_differences(
+        model, got,
+        lambda shifted: criterion(adapted_by_hand(shifted, criterion, episode["meta_train"],
+                                                  denominators), episode["meta_test"])[0].item(),
+        rel=1e-5)
 
 
 @pytest.mark.parametrize("order", ["first", "second"])

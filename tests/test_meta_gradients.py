@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from conftest import META, TINY_ROBERTA, USER_DIR  # noqa: F401
+from conftest import META, TINY_ROBERTA, USER_DIR, assert_matches_finite_differences  # noqa: F401
 from fairseq import optim, options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -94,21 +94,11 @@ def test_second_order_matches_finite_differences(corpus, float64_fairseq):
     episode = next(episodes)
     got = meta_grad(task, model, criterion, optimizer, episode)
 
-    def F(shift):
-        shifted = copy.deepcopy(model)
-        with torch.no_grad():
-            for n, p in shifted.named_parameters():
-                p += shift[n]
-        return meta_test_loss(adapted_copy(shifted, criterion, episode["meta_train"]), criterion, episode).item()
-
-    torch.manual_seed(0)
-    for _ in range(3):
-        direction = {n: torch.randn_like(p) for n, p in model.named_parameters()}
-        eps = 1e-6
-        fd = (F({n: eps * v for n, v in direction.items()})
-              - F({n: -eps * v for n, v in direction.items()})) / (2 * eps)
-        analytic = sum((got[n] * direction[n]).sum().item() for n in got)
-        assert analytic == pytest.approx(fd, rel=1e-6)
+    assert_matches_finite_differences(
+        model, got,
+        lambda shifted: meta_test_loss(adapted_copy(shifted, criterion, episode["meta_train"]),
+                                       criterion, episode).item(),
+        rel=1e-6)
 
     # The check discriminates: the first-order gradient misses the second-order term.
     fast = adapted_copy(model, criterion, episode["meta_train"])
