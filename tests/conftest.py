@@ -163,6 +163,16 @@ def run_script(name, *args, cwd=None):
     )
 
 
+def spm_binarize(root, lines, vocab_size=300):
+    """Pre-training data as users make it: sentencepiece model + dict.txt +
+    binarized splits from scripts/prepare_corpus.py, in ROOT/bin."""
+    text = root / "text.txt"
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    check_ok(run_script("prepare_corpus.py", "--destdir", root / "bin", "--vocab-size",
+                        vocab_size, text))
+    return root / "bin"
+
+
 def check_ok(proc):
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     return proc

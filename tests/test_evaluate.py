@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import stats as sstats
 
-from conftest import META, REPO, SHARED_DATA, cli_env, train
+from conftest import META, REPO, SHARED_DATA, cli_env, spm_binarize, train
 from fairseq_meta import glue
 from fairseq_meta.errors import MetaConfigError
 from fairseq_meta.evaluation import Settings, evaluate, glue_runs, probe, runner, stats
@@ -92,12 +92,7 @@ def _run(*args, timeout=900):
 @pytest.fixture(scope="module")
 def spm_corpus(tmp_path_factory, book_lines):
     root = tmp_path_factory.mktemp("ev_corpus")
-    text = root / "text.txt"
-    text.write_text("\n".join(book_lines) + "\n", encoding="utf-8")
-    proc = _run(REPO / "scripts" / "prepare_corpus.py", "--destdir", root / "bin",
-                "--vocab-size", "300", text)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "bin"
+    return spm_binarize(root, book_lines)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import META, REPO, SHARED_DATA, cli_env, train
+from conftest import META, REPO, SHARED_DATA, cli_env, spm_binarize, train
 from fairseq_meta import finetune
 from fairseq_meta.errors import MetaConfigError
 
@@ -31,12 +31,7 @@ def _run(script, *args, timeout=300):
 def spm_corpus(tmp_path_factory, wiki_lines):
     """Pre-training data as users make it: sentencepiece + dict.txt (prepare_corpus.py)."""
     root = tmp_path_factory.mktemp("spm_corpus")
-    text = root / "text.txt"
-    text.write_text("\n".join(wiki_lines[:600]) + "\n", encoding="utf-8")
-    proc = _run(REPO / "scripts" / "prepare_corpus.py", "--destdir", root / "bin",
-                "--vocab-size", "300", text)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "bin"
+    return spm_binarize(root, wiki_lines[:600])
 
 
 @pytest.fixture(scope="module")
