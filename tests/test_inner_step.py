@@ -27,6 +27,9 @@ from fairseq_meta.optim.meta_optimizer import _outer_state_keys
 
 ALPHA = 1e-3  # Adam units: each weight moves by about α per inner step
 EPS = 1e-8
+# fairseq's default --adam-betas (0.9, 0.999): Adam's largest step is
+# max(1, (1 − β1) / √(1 − β2)) × lr (Kingma & Ba, 2015, sec. 2.1)
+BOUND = max(1.0, (1 - 0.9) / math.sqrt(1 - 0.999))
 
 
 def build_adam(corpus, k=2, order="first", extra=()):
@@ -43,18 +46,23 @@ def outer_step(model, criterion, optimizer, batch):
     optimizer.zero_grad()
 
 
-def plant_second_moments(model, optimizer, batch, criterion, step=10, beta2=0.999):
+def plant_second_moments(model, optimizer, batch, criterion, step=10, beta2=0.999, scale="rms"):
     """Give the outer Adam a known state: v such that √v̂ is, per tensor, the RMS
-    of a real gradient times a factor in [1, 2) per element (a v̂ from a single
-    gradient makes g / √v̂ explode where that gradient happened to be tiny).
-    Returns the denominators √v̂ + ε, computed here from the planted numbers."""
+    (*scale* "rms") or the largest magnitude ("max") of a real gradient times a
+    factor in [1, 2) per element (a v̂ from a single gradient makes g / √v̂ explode
+    where that gradient happened to be tiny). With "rms", sparse gradients (the
+    embedding's rows) exceed Adam's step bound and are clipped; with "max" no
+    coordinate comes near it, which a finite-difference check needs (the clip
+    has a kink). Returns the denominators √v̂ + ε, computed here from the planted
+    numbers."""
     model.zero_grad()
     loss, sample_size, _ = criterion(model, batch)
     (loss / sample_size).backward()
     generator = torch.Generator().manual_seed(0)
     denominators = {}
     for n, p in model.named_parameters():
-        rms = p.grad.double().pow(2).mean().sqrt().clamp(min=1e-6)
+        g = p.grad.double()
+        rms = (g.pow(2).mean().sqrt() if scale == "rms" else g.abs().max()).clamp(min=1e-6)
         v_hat = (rms * (1 + torch.rand(p.shape, generator=generator, dtype=torch.float64))) ** 2
         v = (v_hat * (1 - beta2 ** step)).to(p.dtype)
         optimizer.optimizer.state[p] = {"step": step, "exp_avg": torch.zeros_like(p), "exp_avg_sq": v}
@@ -74,7 +82,7 @@ def adapted_by_hand(model, criterion, meta_train, denominators, lr=ALPHA):
         with torch.no_grad():
             for n, p in names.items():
                 if p.grad is not None:
-                    p -= lr * p.grad / denominators[n]
+                    p -= lr * (p.grad / denominators[n]).clamp(-BOUND, BOUND)
     return fast
 
 
@@ -107,7 +115,8 @@ def test_adam_preconditioned_first_order_equals_the_step_by_hand(corpus):
 def test_adam_preconditioned_second_order_matches_finite_differences(corpus, float64_fairseq):
     task, model, criterion, optimizer, episodes = build_adam(corpus, k=2, order="second")
     model.double()
-    denominators = plant_second_moments(model, optimizer, next(episodes)["meta_test"], criterion)
+    denominators = plant_second_moments(model, optimizer, next(episodes)["meta_test"], criterion,
+                                        scale="max")
     episode = next(episodes)
     got = meta_grad(task, model, criterion, optimizer, episode)
 
@@ -132,6 +141,43 @@ def test_without_adam_state_the_step_is_plain_sgd(corpus, order, caplog):
     expected = meta_grad(task, model, criterion, optimizer, episode)
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
+
+
+def test_a_coordinate_with_stale_second_moment_moves_by_adams_bound(corpus):
+    """v̂ = 0 where the outer Adam has seen only zero gradients (an embedding row
+    of a token absent from every batch so far): the inner step moves that
+    coordinate by α × Adam's step bound, not by α g / ε (which threw θ to a loss
+    of 420 bits in one update before the bound)."""
+    task, model, criterion, optimizer, episodes = build_adam(corpus, k=1)
+    denominators = plant_second_moments(model, optimizer, next(episodes)["meta_test"], criterion)
+    episode = next(episodes)
+    embed = model.encoder.sentence_encoder.embed_tokens.weight
+    name = next(n for n, p in model.named_parameters() if p is embed)
+    optimizer.optimizer.state[embed]["exp_avg_sq"].zero_()
+    denominators[name] = torch.full_like(embed, EPS, dtype=torch.float64)
+
+    model.zero_grad()
+    loss, sample_size, _ = criterion(model, episode["meta_train"][0])
+    (loss / sample_size).backward()
+    grad = embed.grad.clone()
+    seen = grad != 0
+    assert seen.any()
+    fast = adapted_by_hand(model, criterion, episode["meta_train"], denominators)
+    moved = dict(fast.named_parameters())[name].detach() - embed.detach()
+    assert torch.equal(moved[~seen], torch.zeros_like(moved[~seen]))
+    at_bound = torch.isclose(moved[seen].abs(), torch.tensor(ALPHA * BOUND), rtol=1e-3)
+    assert at_bound.float().mean() > 0.5  # almost every touched coordinate
+    torch.testing.assert_close(moved[seen], -ALPHA * (grad[seen] / EPS).clamp(-BOUND, BOUND),
+                               rtol=1e-5, atol=1e-9)
+
+    # and the meta-gradient is the gradient at that bounded θ_1
+    fast.zero_grad()
+    criterion(fast, episode["meta_test"])[0].backward()
+    expected = grads_of(fast)
+    got = meta_grad(task, model, criterion, optimizer, episode)
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert all(math.isfinite(float(g.abs().max())) for g in got.values())
 
 
 def test_depth_zero_ignores_the_preconditioner(corpus):

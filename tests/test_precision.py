@@ -163,7 +163,9 @@ def test_adam_preconditioner_reads_the_state_of_each_parameter(corpus, wrapper, 
     with torch.no_grad():
         for p, denominator in zip(fast.parameters(), denominators):
             # unscaled in the weights' precision, as the inner loop does, then fp32
-            p.add_((p.grad / scale).float() / denominator, alpha=-alpha)
+            # clipped to Adam's step bound, max(1, 0.1 / √0.001), at fairseq's default betas
+            p.add_(((p.grad / scale).float() / denominator).clamp(-0.1 / 0.001 ** 0.5, 0.1 / 0.001 ** 0.5),
+                   alpha=-alpha)
     fast.zero_grad()
     (criterion(fast, episode["meta_test"])[0] * scale).backward()
     for g, (n, ref) in zip(got, fast.named_parameters()):

@@ -54,8 +54,9 @@ class MetaOptimizerConfig(FairseqDataclass):
             "help": "none: plain-SGD inner steps; adam: divide the inner gradient by "
             "√v̂ + ε, v̂ the outer Adam's bias-corrected second moment (read, never "
             "updated, during the episode; ε = --adam-eps), so that --inner-lr is in "
-            "the units of --lr. A parameter without Adam state yet (the first update) "
-            "takes a plain-SGD step"
+            "the units of --lr; each coordinate's step is bounded as Adam's is, by "
+            "max(1, (1-β1)/√(1-β2)) × --inner-lr. A parameter without Adam state yet "
+            "(the first update) takes a plain-SGD step"
         },
     )
     meta_order: META_ORDER_CHOICES = field(
@@ -126,7 +127,8 @@ class MetaOptimizer:
         """The direction the inner step moves each parameter against. *params*
         are θ's parameters in the order of *grads* (None where the mini-batch does
         not reach one). ``none``: the gradient. ``adam``: g / (√v̂ + ε) in fp32,
-        with v̂ the outer Adam's bias-corrected second moment of that parameter;
+        with v̂ the outer Adam's bias-corrected second moment of that parameter,
+        each coordinate clipped to Adam's own step bound (max(1, (1 − β1) / √(1 − β2)));
         a parameter without Adam state keeps the plain gradient."""
         if self.inner_preconditioner != "adam":
             return grads
@@ -138,10 +140,15 @@ class MetaOptimizer:
             if g is None or moment is None:
                 directions.append(g)
                 continue
-            v, bias_correction, eps = moment
+            v, bias_correction, eps, bound = moment
             # √v̂ + ε with v̂ = v / (1 − β2^t): a constant (no graph through it).
             denom = (v.sqrt() / math.sqrt(bias_correction)).add_(eps)
-            directions.append(g.float() / denom)
+            # v̂ is stale for a coordinate whose gradient was zero for a while (an
+            # embedding row of a token the recent batches did not hold; every row
+            # not in the first batch has v̂ = 0): g / ε would throw θ far away. Adam
+            # itself never steps a coordinate by more than `bound` × lr (Kingma &
+            # Ba, 2015, sec. 2.1), so neither does the inner step.
+            directions.append((g.float() / denom).clamp(-bound, bound))
         return directions
 
     def _read_second_moments(self, params):
@@ -160,7 +167,9 @@ class MetaOptimizer:
             if view is not None:
                 offset, numel = view
                 v = v.view(-1).narrow(0, offset, numel).view(p.shape)
-            moments[id(p)] = (v, 1.0 - group["betas"][1] ** step, group["eps"])
+            beta1, beta2 = group["betas"]
+            bound = max(1.0, (1.0 - beta1) / math.sqrt(1.0 - beta2))
+            moments[id(p)] = (v, 1.0 - beta2 ** step, group["eps"], bound)
         if missing and not self._warned_no_state:
             self._warned_no_state = True
             logger.warning(
