@@ -21,6 +21,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from .errors import MetaConfigError
@@ -57,7 +58,10 @@ def build(args, config):
     parser = options.get_training_parser()
     cli = [args.data, "--user-dir", USER_DIR, "--arch", "roberta_base", *MODELS[args.model], *flags,
            "--tokens-per-sample", str(args.tokens_per_sample), "--batch-size", str(args.batch_size),
-           "--lr", "1e-4", "--seed", "1", "--num-workers", "0", "--disable-validation"]
+           "--lr", "1e-4", "--seed", "1", "--num-workers", "0", "--disable-validation",
+           # where fairseq writes crash.pt when a step fails: a directory that exists, so
+           # that the step's own error is what gets reported
+           "--save-dir", tempfile.mkdtemp(prefix="fairseq_meta-benchmark-")]
     if not torch.cuda.is_available():
         cli.append("--cpu")
     elif args.fp16:

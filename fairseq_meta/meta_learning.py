@@ -86,6 +86,8 @@ def meta_train_step(task, episode, model, criterion, optimizer, update_num, igno
             f"--meta-train-steps {len(meta_train)} needs a meta optimizer for its inner "
             f"steps (e.g. --optimizer meta_adam), got {type(optimizer).__name__}"
         )
+    if inner.second_order:
+        _check_second_order_precision(model)
     model.train()
     model.set_num_updates(update_num)
     measure = _measures_adaptation(task, update_num)
@@ -100,6 +102,22 @@ def meta_train_step(task, episode, model, criterion, optimizer, update_num, igno
                 ignore_grad, measure,
             )
     return loss, sample_size, _with_meta_train_logs(log, meta_train_logs)
+
+
+def _check_second_order_precision(model):
+    """Second order differentiates the inner gradients, and LayerNorm's double
+    backward does not survive fp16: NaN on CPU (torch 2.13, found with
+    detect_anomaly), and on an H100 (torch 2.11) every update overflowed down to
+    fairseq's minimum loss scale, math attention kernel or not. Refused at the
+    first update rather than after a run of skipped ones. bf16 and --amp (fp32
+    weights, fp16 autocast) train (tests/test_cuda.py)."""
+    weight = next((p for p in model.parameters() if p.requires_grad), None)
+    if weight is not None and weight.dtype == torch.float16:
+        raise MetaConfigError(
+            "--meta-order second cannot train with fp16 weights (--fp16, "
+            "--memory-efficient-fp16): every update overflows in the double backward; "
+            "use --amp, bf16 (fairseq-hydra-train common.bf16=true), fp32, or --meta-order first"
+        )
 
 
 def _measures_adaptation(task, update_num):
@@ -315,12 +333,14 @@ def loss_scale(optimizer):
     """The loss scale fairseq's precision wrapper multiplies the loss by in
     ``backward`` (1 without one). Inner gradients are taken of the scaled loss
     and unscaled before the inner step, as the outer step does."""
+    # AMPOptimizer first: it also has a ``scaler`` (its torch GradScaler, which has
+    # no loss_scale attribute)
+    grad_scaler = getattr(optimizer, "_grad_scaler", None)
+    if grad_scaler is not None:
+        return float(grad_scaler.get_scale()) if grad_scaler.is_enabled() else 1.0
     scaler = getattr(optimizer, "scaler", None)  # FP16Optimizer, MemoryEfficientFP16Optimizer
     if scaler is not None:
         return float(scaler.loss_scale)
-    grad_scaler = getattr(optimizer, "_grad_scaler", None)  # AMPOptimizer
-    if grad_scaler is not None and grad_scaler.is_enabled():
-        return float(grad_scaler.get_scale())
     return 1.0
 
 
@@ -344,11 +364,22 @@ def _unscale_and_check_(grads, scale):
     for g in grads:
         if g is not None:
             groups.setdefault((g.device, g.dtype), []).append(g)
-    for (device, _), group in groups.items():
+    for (device, dtype), group in groups.items():
         flag = found_inf.setdefault(device, torch.zeros(1, device=device))
-        inv_scale = torch.full((1,), 1.0 / scale, dtype=torch.float32, device=device)
-        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, inv_scale)
+        if _has_fused_unscale(device, dtype):
+            inv_scale = torch.full((1,), 1.0 / scale, dtype=torch.float32, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(group, flag, inv_scale)
+        else:
+            if scale != 1.0:
+                torch._foreach_mul_(group, 1.0 / scale)
+            flag.add_(torch.stack([torch.isfinite(g).all() for g in group]).logical_not().any())
     return not any(bool(flag.item()) for flag in found_inf.values())
+
+
+def _has_fused_unscale(device, dtype):
+    # torch's CUDA kernel has no bf16 implementation (found on an H100, torch 2.11:
+    # "not implemented for 'BFloat16'"); its CPU one has.
+    return device.type != "cuda" or dtype in (torch.float16, torch.float32)
 
 
 def _all_finite(grads):

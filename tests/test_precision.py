@@ -19,6 +19,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 
+from fairseq_meta.errors import MetaConfigError
 from fairseq_meta.meta_learning import loss_scale
 from fairseq_meta.optim.meta_optimizer import find_meta_optimizer
 
@@ -88,7 +89,37 @@ def test_half_precision_restores_theta_and_leaves_the_scaled_meta_gradient(
 
 
 @pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
-@pytest.mark.parametrize("order", ["first", "second"])
+def test_second_order_refuses_fp16_weights(corpus, wrapper):
+    task, model, criterion, optimizer, episode = build(corpus, wrapper, "fp16", order="second")
+    theta = weights(model)
+    with pytest.raises(MetaConfigError, match="--meta-order second cannot train with fp16 weights"):
+        task.train_step(episode, model, criterion, optimizer, update_num=0)
+    assert_restored(model, theta)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("poison", [None, float("inf"), float("nan")])
+def test_unscale_without_the_fused_kernel_is_the_same(monkeypatch, dtype, poison):
+    """The path for dtypes torch's fused CUDA kernel lacks (bf16) gives what the
+    fused kernel gives: the same unscaled gradients, the same finiteness."""
+    from fairseq_meta import meta_learning
+
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(5, 3, generator=generator).to(dtype), None, torch.randn(7, generator=generator).to(dtype)]
+    if poison is not None:
+        grads[2][4] = poison
+    fused = [None if g is None else g.clone() for g in grads]
+    fused_ok = meta_learning._unscale_and_check_(fused, 64.0)
+    monkeypatch.setattr(meta_learning, "_has_fused_unscale", lambda device, dtype: False)
+    fallback = [None if g is None else g.clone() for g in grads]
+    assert meta_learning._unscale_and_check_(fallback, 64.0) == fused_ok == (poison is None)
+    for a, b in zip(fused, fallback):
+        assert (a is None and b is None) or torch.equal(a, b) or (
+            torch.equal(a.isnan(), b.isnan()) and torch.equal(a[~a.isnan()], b[~b.isnan()]))
+
+
+@pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
+@pytest.mark.parametrize("order", ["first"])
 def test_inner_overflow_skips_the_update_and_lowers_the_scale(corpus, wrapper, order, caplog):
     # 2^40 overflows fp16 in the *inner* backward: only a scaled inner loss can.
     task, model, criterion, optimizer, episode = build(corpus, wrapper, "fp16", order=order,
@@ -118,12 +149,22 @@ def test_bf16_has_no_loss_scale_and_restores_theta(corpus):
 
 
 def test_loss_scale_reads_amp_grad_scaler():
-    class Stub:
-        _grad_scaler = torch.amp.GradScaler("cpu", init_scale=64.0)
+    """fairseq's AMPOptimizer (its own class: it also exposes the torch GradScaler
+    as ``.scaler``, which has no loss_scale; built without __init__, which wants
+    CUDA) and fairseq's DynamicLossScaler of the fp16 wrappers."""
+    from fairseq.optim.amp_optimizer import AMPOptimizer
+    from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 
-    assert loss_scale(Stub()) == 64.0
-    Stub._grad_scaler = torch.amp.GradScaler("cpu", enabled=False)
-    assert loss_scale(Stub()) == 1.0
+    amp = object.__new__(AMPOptimizer)
+    amp._grad_scaler = torch.amp.GradScaler("cpu", init_scale=64.0)
+    assert loss_scale(amp) == 64.0
+    amp._grad_scaler = torch.amp.GradScaler("cpu", enabled=False)
+    assert loss_scale(amp) == 1.0
+
+    class FP16Wrapper:
+        scaler = DynamicLossScaler(init_scale=8.0)
+
+    assert loss_scale(FP16Wrapper()) == 8.0
     assert loss_scale(object()) == 1.0
 
 
