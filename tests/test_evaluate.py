@@ -38,6 +38,12 @@ def test_summary_known_answer():
     one = stats.summary([7.0])
     assert one["mean"] == 7.0 and one["std"] is None and one["ci_low"] is None
     assert stats.summary([])["mean"] is None
+    # equal values with a float residue (t = 0 of adaptation): no spread, no separation
+    same = [0.1 + 0.2, 0.3, 0.3, 0.1 + 0.2, 0.3]  # 0.30000000000000004 and 0.3
+    assert len(set(same)) == 2
+    assert stats.summary(same)["std"] == 0.0
+    assert stats.paired({str(i): v for i, v in enumerate(same)},
+                        {str(i): 0.0 for i in range(5)})["separation"] is None
 
 
 def test_paired_differences():

@@ -47,6 +47,10 @@ def summary(values, alpha=ALPHA):
     out["mean"] = mean
     if n > 1:
         std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+        # equal values whose float sum left a residue (an evaluation without
+        # randomness, t = 0): no spread, not a separation of 1e16 standard errors
+        if std <= 1e-12 * max(1.0, abs(mean)):
+            std = 0.0
         se = std / math.sqrt(n)
         half = stats.t.ppf(1 - alpha / 2, n - 1) * se
         out.update(std=std, se=se, ci_low=mean - half, ci_high=mean + half)

@@ -1,0 +1,75 @@
+"""scripts/verdict.py and fairseq_meta/evaluation/verdict.py: paired by
+pre-training seed, against a computation by hand with numpy and scipy."""
+import json
+
+import numpy as np
+import pytest
+from conftest import run_script
+from scipy import stats as scipy_stats
+
+from fairseq_meta.errors import MetaConfigError
+from fairseq_meta.evaluation import verdict
+
+# checkpoint -> per-evaluation-seed numbers (bits); k1 better than k0 by about 0.02
+RAW = {
+    "s1-k0": [8.00, 8.02, 8.01], "s1-k1": [7.98, 7.99, 7.99],
+    "s2-k0": [8.05, 8.04, 8.06], "s2-k1": [8.01, 8.02, 8.03],
+    "s3-k0": [7.97, 7.99, 7.98], "s3-k1": [7.97, 7.96, 7.98],
+}
+
+
+def write_results(path, labels):
+    raw = {label: {"t=64": {str(i + 1): v for i, v in enumerate(RAW[label])},
+                   "t=0": {"1": 10.0}} for label in labels}
+    path.write_text(json.dumps({"measurements": {"adaptation": {"raw": raw}}}))
+    return path
+
+
+def test_paired_by_pretraining_seed_matches_a_hand_computation(tmp_path):
+    # two files, as the sweep and the verdict runs write them
+    a = write_results(tmp_path / "a.json", ["s1-k0", "s1-k1"])
+    b = write_results(tmp_path / "b.json", ["s2-k0", "s2-k1", "s3-k0", "s3-k1"])
+    scores = verdict.checkpoint_scores(verdict.load_raw([a, b], "adaptation"), "t=64")
+    got = verdict.compare(scores, "s{seed}-k1", "s{seed}-k0", ["1", "2", "3"])
+
+    diffs = np.array([np.mean(RAW[f"s{s}-k1"]) - np.mean(RAW[f"s{s}-k0"]) for s in (1, 2, 3)])
+    sd = diffs.std(ddof=1)
+    half = scipy_stats.t.ppf(0.975, 2) * sd / np.sqrt(3)
+    assert got["n"] == 3 and got["seeds"] == ["1", "2", "3"]
+    assert got["mean"] == pytest.approx(diffs.mean(), abs=1e-12)
+    assert got["std"] == pytest.approx(sd, abs=1e-12)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half), abs=1e-12)
+    # power at the MDE is 80% (noncentral t with 2 degrees of freedom)
+    delta = got["mde"] / sd * np.sqrt(3)
+    crit = scipy_stats.t.ppf(0.975, 2)
+    power = scipy_stats.nct.sf(crit, 2, delta) + scipy_stats.nct.cdf(-crit, 2, delta)
+    assert power == pytest.approx(0.8, abs=1e-3)
+    rows = verdict.table({"k1 vs k0": got}, "bits")
+    assert rows[2].startswith("| k1 vs k0 | 1, 2, 3 | ") and "| 3/3 |" in rows[2]
+
+
+def test_bad_input_is_one_error(tmp_path):
+    a = write_results(tmp_path / "a.json", ["s1-k0", "s1-k1"])
+    scores = verdict.checkpoint_scores(verdict.load_raw([a], "adaptation"), "t=64")
+    with pytest.raises(MetaConfigError, match="s2-k1, s2-k0"):
+        verdict.compare(scores, "s{seed}-k1", "s{seed}-k0", ["1", "2"])
+    with pytest.raises(MetaConfigError, match="no per-seed 'probe' numbers"):
+        verdict.load_raw([a], "probe")
+    with pytest.raises(MetaConfigError, match="no column 't=99'"):
+        verdict.checkpoint_scores(verdict.load_raw([a], "adaptation"), "t=99")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(MetaConfigError, match="not a readable results.json"):
+        verdict.load_raw([tmp_path / "bad.json"], "adaptation")
+
+
+def test_cli(tmp_path):
+    a = write_results(tmp_path / "a.json", list(RAW))
+    proc = run_script("verdict.py", "--results", a, "--compare", "k1=s{seed}-k1:s{seed}-k0",
+                      "--seeds", "1,2,3", "--json", tmp_path / "v.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "| k1 | 1, 2, 3 |" in proc.stdout
+    assert json.loads((tmp_path / "v.json").read_text())["comparisons"]["k1"]["n"] == 3
+    proc = run_script("verdict.py", "--results", a, "--compare", "k1=s1-k1:s1-k0", "--seeds", "1,2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "verdict: error: --compare 'k1=s1-k1:s1-k0': expected NAME=TREATMENT:BASELINE with {seed} in both"]
