@@ -360,6 +360,7 @@ def test_cli_quick_end_to_end_and_resume(checkpoints, glue_dir, domain, tmp_path
     assert report["versions"]["torch"] == torch.__version__
     md = (out / "results.md").read_text()
     assert "## Headline: adaptation at t=2" in md and "| pre − init |" in md
+    assert "starts from θ, the weights the checkpoint holds" in md
     assert (out / "fewshot.png").stat().st_size > 0 and (out / "adaptation.png").stat().st_size > 0
 
     # resume: nothing finished is recomputed; a lost unit is the only one run again

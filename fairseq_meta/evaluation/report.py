@@ -63,7 +63,10 @@ def write_report(out_dir, report):
     tasks = report["tasks"]
     m = report["measurements"]
     s = report["settings"]
-    lines = ["# Evaluation of pre-trained checkpoints", ""]
+    lines = ["# Evaluation of pre-trained checkpoints", "",
+             "Every measurement starts from θ, the weights the checkpoint holds (for k > 0 "
+             "the meta-learned initialisation, never an adapted θ_k); the only adaptation "
+             "is the measurement's own (fine-tuning, or t steps on the new domain).", ""]
     if s["quick"]:
         lines += ["**Quick mode: smoke-test budgets, the numbers mean nothing.**", ""]
     lines += ["| checkpoint | updates | path | sha256 |", "|---|---:|---|---|"]
