@@ -45,7 +45,7 @@ def main(argv=None):
         raise MetaConfigError(f"--seeds needs at least 2 pre-training seeds (got {args.seeds!r})")
     specs = {}
     for item in args.compare:
-        name, eq, pair = item.partition("=")
+        name, eq, pair = item.rpartition("=")  # the name may hold "=" ("t=0: ..."), templates do not
         treatment, colon, baseline = pair.partition(":")
         if not (eq and colon and "{seed}" in treatment and "{seed}" in baseline):
             raise MetaConfigError(f"--compare {item!r}: expected NAME=TREATMENT:BASELINE with {{seed}} in both")

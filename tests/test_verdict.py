@@ -64,11 +64,11 @@ def test_bad_input_is_one_error(tmp_path):
 
 def test_cli(tmp_path):
     a = write_results(tmp_path / "a.json", list(RAW))
-    proc = run_script("verdict.py", "--results", a, "--compare", "k1=s{seed}-k1:s{seed}-k0",
+    proc = run_script("verdict.py", "--results", a, "--compare", "t=64: k1=s{seed}-k1:s{seed}-k0",
                       "--seeds", "1,2,3", "--json", tmp_path / "v.json")
     assert proc.returncode == 0, proc.stderr
-    assert "| k1 | 1, 2, 3 |" in proc.stdout
-    assert json.loads((tmp_path / "v.json").read_text())["comparisons"]["k1"]["n"] == 3
+    assert "| t=64: k1 | 1, 2, 3 |" in proc.stdout
+    assert json.loads((tmp_path / "v.json").read_text())["comparisons"]["t=64: k1"]["n"] == 3
     proc = run_script("verdict.py", "--results", a, "--compare", "k1=s1-k1:s1-k0", "--seeds", "1,2")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
