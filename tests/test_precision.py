@@ -55,9 +55,8 @@ def assert_restored(model, theta):
         assert torch.equal(p, t)
 
 
-# Second order in fp16 is not among these: on CPU, torch 2.13's LayerNorm
-# double-backward returns NaN in half precision (found with detect_anomaly), so
-# every such update goes down the overflow path (README, known limits).
+# Second order with fp16 weights is refused (test_second_order_refuses_fp16_weights):
+# LayerNorm's double-backward does not survive half precision (README, known limits).
 @pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
 @pytest.mark.parametrize("precision,order", [("fp16", "first"), ("bf16", "second")])
 def test_half_precision_restores_theta_and_leaves_the_scaled_meta_gradient(
