@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""The meta-pretraining verdict of docs/results.md (issue 10) in one command:
+Gutenberg corpus, a sweep of inner settings at pre-training seed 1, the automatic
+selection (lowest validation loss at θ), k = 0 against the selected k = 1 on fresh
+pre-training seeds, the adaptation evaluation of every checkpoint, and a report with
+the sweep table, comparisons paired by pre-training seed and two plots.
+
+The stages are fairseq_meta/verdict_experiment.py; this script parses the flags.
+Every finished step is skipped when the script runs again with the same OUT and
+settings; an interrupted fairseq-train resumes from its checkpoint_last.pt. Other
+settings for an existing OUT are an error.
+
+    python scripts/reproduce_verdict.py --quick --out-dir runs/verdict-quick  # minutes, 2 cores
+    python scripts/reproduce_verdict.py --out-dir runs/verdict --jobs 8        # the hand-run design
+"""
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Before fairseq is imported: some of its modules configure the root logger on import.
+logging.basicConfig(level=logging.WARNING)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from fairseq_meta import verdict_experiment as ve  # noqa: E402
+from fairseq_meta.cli import run  # noqa: E402
+from fairseq_meta.errors import MetaConfigError  # noqa: E402
+from fairseq_meta.threads import cpu_count  # noqa: E402
+
+PROG = "reproduce_verdict.py"
+MODES = ve.MODES
+
+
+def build_argparser():
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", required=True, metavar="DIR")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny model, 8 updates, seeds 1 and 2, 2 inner settings, tiny evaluation: "
+                   "the whole pipeline in minutes (what the test runs)")
+    p.add_argument("--data-root", default=str(ve.REPO.parent / "shared" / "data"), metavar="DIR",
+                   help="holds gutenberg/ and wikitext-2/ (default: ../shared/data)")
+    p.add_argument("--jobs", type=int, default=cpu_count(), metavar="N",
+                   help="steps at once, one thread each unless OMP_NUM_THREADS is set "
+                   "(default: number of CPUs)")
+    for key, value in MODES["full"].items():
+        p.add_argument("--" + key.replace("_", "-"), type=type(value), default=None,
+                       metavar=type(value).__name__.upper(),
+                       help=f"(full: {value}; quick: {MODES['quick'][key]})")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild the report from the finished runs and evaluation in --out-dir")
+    return p
+
+
+def main(argv=None):
+    args = build_argparser().parse_args(argv)
+    if args.jobs < 1:
+        raise MetaConfigError(f"--jobs must be at least 1 (got {args.jobs})")
+    settings, derived = ve.settings_for(
+        args.quick, {key: getattr(args, key) for key in MODES["full"]}, args.data_root)
+    exp = ve.VerdictExperiment(out=Path(args.out_dir).resolve(), settings=settings, derived=derived,
+                               quick=args.quick, jobs=args.jobs, data_root=Path(args.data_root))
+    if args.report_only and not (exp.out / "settings.json").exists():
+        raise MetaConfigError(f"{exp.out} holds no verdict run (no settings.json)")
+    try:
+        import matplotlib  # noqa: F401 - checked now, not after hours of training
+    except ImportError:
+        raise MetaConfigError("the plots need matplotlib: pip install -e '.[repro]'")
+    ve.experiment.check_settings_file(exp)
+    ve.run(exp, report_only=args.report_only)
+    return 0
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    run(PROG, main)

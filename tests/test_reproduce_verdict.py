@@ -1,0 +1,221 @@
+"""scripts/reproduce_verdict.py (fairseq_meta/verdict_experiment.py): the selection rule on
+hand-written fairseq log lines, bad input, and --quick end to end on ../shared/data
+(corpus -> sweep -> selection -> verdict runs -> adaptation evaluation -> report), checked
+against the raw logs and evaluation results, then resumed after one step's output is
+deleted."""
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SHARED_DATA
+from fairseq_meta import verdict_experiment as ve
+from fairseq_meta.errors import MetaConfigError
+
+SCRIPT = REPO / "scripts" / "reproduce_verdict.py"
+needs_data = pytest.mark.skipif(
+    not ((SHARED_DATA / "gutenberg").is_dir() and (SHARED_DATA / "wikitext-2").is_dir()),
+    reason="needs ../shared/data")
+
+
+def _run(*args, timeout=1800):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def _valid(update, loss, **extra):
+    return "2026-11-26 10:00:00 | INFO | valid | " + json.dumps(
+        {"epoch": 1, "valid_loss": f"{loss}", "valid_num_updates": str(update), **extra})
+
+
+def _train(update, **values):
+    return "2026-11-26 10:00:00 | INFO | train_inner | " + json.dumps(
+        {"epoch": 1, "num_updates": str(update), **{k: str(v) for k, v in values.items()}})
+
+
+def _valid_rows(*lines):
+    return ve.read_log(lines)[1]
+
+
+# --------------------------------------------------------------------------- #
+# The selection rule
+# --------------------------------------------------------------------------- #
+def test_selection_is_at_the_largest_update_every_run_reached():
+    runs = {
+        "s1-k1-sgd0.01": _valid_rows(_valid(500, 9.0), _valid(1000, 8.6), _valid(1500, 8.40)),
+        # stopped before 1500: 1500 is not common, although the third run is best there
+        "s1-k1-sgd0.03": _valid_rows(_valid(500, 8.9), _valid(1000, 8.5), _valid(1250, 8.45)),
+        "s1-k1-adam3e-4": _valid_rows(_valid(500, 9.1), _valid(1000, 8.7), _valid(1500, 7.0)),
+    }
+    assert ve.select(runs) == {"update": 1000, "selected": "s1-k1-sgd0.03",
+                               "valid_loss": {"s1-k1-sgd0.01": 8.6, "s1-k1-sgd0.03": 8.5,
+                                              "s1-k1-adam3e-4": 8.7}}
+
+
+def test_a_run_missing_one_validation_does_not_move_the_update_back_past_it():
+    runs = {"a": _valid_rows(_valid(500, 9.0), _valid(1500, 8.3)),  # no record at 1000
+            "b": _valid_rows(_valid(500, 8.8), _valid(1000, 8.6), _valid(1500, 8.4))}
+    assert ve.select(runs)["update"] == 1500 and ve.select(runs)["selected"] == "a"
+    # without the record at 1500 either, the largest common update is 500
+    runs["a"] = _valid_rows(_valid(500, 9.0))
+    assert ve.select(runs) == {"update": 500, "selected": "b", "valid_loss": {"a": 9.0, "b": 8.8}}
+
+
+def test_a_tie_goes_to_the_setting_listed_first():
+    first = _valid_rows(_valid(8, 8.5))
+    second = _valid_rows(_valid(8, 8.5))
+    assert ve.select({"x": first, "y": second})["selected"] == "x"
+    assert ve.select({"y": second, "x": first})["selected"] == "y"
+
+
+def test_log_reading_keeps_the_last_record_of_a_repeated_update_and_skips_other_lines():
+    lines = [_train(2, adaptation_gain=0.5, episode_tokens=100), _valid(4, 8.9),
+             "2026-11-26 | INFO | fairseq_cli.train | begin validation on \"valid\" subset",
+             "| valid | not json", _train(4, adaptation_gain=0.25, episode_tokens=100),
+             # resumed from the checkpoint at 2: updates 4 and its validation again
+             _train(4, adaptation_gain=0.125, episode_tokens=100), _valid(4, 8.7)]
+    train, valid = ve.read_log(lines)
+    assert sorted(train) == [2, 4] and train[4]["adaptation_gain"] == "0.125"
+    assert list(valid) == [4] and ve.select({"a": valid})["valid_loss"] == {"a": 8.7}
+    assert ve.tokens_at(train) == {0: 0, 2: 100, 4: 200}
+
+
+def test_selection_errors_are_one_line():
+    with pytest.raises(MetaConfigError, match="share no validation update"):
+        ve.select({"a": _valid_rows(_valid(4, 9.0)), "b": _valid_rows(_valid(8, 9.0))})
+    with pytest.raises(MetaConfigError, match="b has no validation record"):
+        ve.select({"a": _valid_rows(_valid(4, 9.0)), "b": _valid_rows(_train(4))})
+
+
+# --------------------------------------------------------------------------- #
+# Settings
+# --------------------------------------------------------------------------- #
+@needs_data
+@pytest.mark.parametrize("overrides, message", [
+    (dict(updates=10), "--updates 10 is not a multiple of --checkpoint-interval 4"),
+    (dict(checkpoint_interval=3, updates=9, valid_interval=3), "not a multiple of --log-interval 2"),
+    (dict(seeds="1,2"), "differ from --sweep-seed 1"),
+    (dict(seeds="2,x"), "--seeds must be comma-separated integers"),
+    (dict(sgd_inner_lrs="0.1,-1"), "--sgd-inner-lrs wants comma-separated positive numbers"),
+    (dict(sgd_inner_lrs="", adam_inner_lrs=""), "at least one inner setting"),
+    (dict(sgd_inner_lrs="0.1,0.1"), "listed twice"),
+    (dict(ad_steps="1,2"), "--ad-steps must hold 0"),
+    (dict(corpus="nope"), "not found"),
+])
+def test_bad_settings_are_refused(overrides, message):
+    with pytest.raises(MetaConfigError, match=re.escape(message)):
+        ve.settings_for(True, overrides, SHARED_DATA)
+
+
+def test_bad_input_on_the_command_line_is_one_line_and_creates_nothing(tmp_path):
+    out = tmp_path / "out"
+    proc = _run("--quick", "--out-dir", out, "--data-root", tmp_path / "nope", timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0].startswith("reproduce_verdict.py: error: corpus") and "not found" in err[0]
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- #
+# --quick end to end
+# --------------------------------------------------------------------------- #
+def _last_valid(log_path, update):
+    found = None
+    for line in log_path.read_text().splitlines():
+        if "| valid | " in line:
+            row = json.loads(line.split("| valid | ", 1)[1])
+            if int(row["valid_num_updates"]) == update:
+                found = float(row["valid_loss"])
+    return found
+
+
+@needs_data
+@pytest.mark.slow
+def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
+    out = tmp_path / "verdict"
+    proc = _run("--quick", "--out-dir", out, "--jobs", 2)
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads((out / "results.json").read_text())
+    s = result["settings"]
+    u, block = s["updates"], s["batch_size"] * s["tokens_per_sample"]
+    candidates = ["s1-k1-sgd0.1", "s1-k1-adam1e-3"]
+
+    # the selection, recomputed from the raw logs: both runs validated at U
+    losses = {c: _last_valid(out / "pretrain" / c / "train.log", u) for c in candidates}
+    best = min(losses, key=lambda c: (losses[c], candidates.index(c)))
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["update"] == u and selection["valid_loss"] == losses
+    assert selection["selected"] == best and result["selection"] == selection
+    chosen = best.split("-k1-", 1)[1]
+    other = next(c for c in candidates if c != best)
+
+    # the sweep rows: k = 0, the selected setting (as s1-k1), the other, k = 2, second order
+    rows = {r["label"]: r for r in result["sweep"]}
+    assert list(rows) == ["s1-k0", "s1-k1", other, f"s1-k2-{chosen}", f"s1-k1-{chosen}-second"]
+    assert rows["s1-k1"]["selected"] and rows["s1-k1"]["run"] == best
+    raw = json.loads((out / "eval" / "results.json").read_text())["measurements"]["adaptation"]["raw"]
+    column = result["headline_column"]
+    assert column == "t=2"
+    for label, row in rows.items():
+        assert row["valid_loss"] == _last_valid(out / "pretrain" / row["run"] / "train.log", u)
+        assert row[column]["mean"] == pytest.approx(statistics.fmean(raw[label][column].values()))
+        if row["k"]:
+            for key in ("adaptation_gain", "inner_move", "outer_move", "support_loss",
+                        "valid_adapted_loss"):
+                assert row[key] is not None and row[key] == row[key], (label, key)
+            diffs = [raw[label][column][e] - raw["s1-k0"][column][e] for e in raw[label][column]]
+            assert row["vs_k0"]["mean"] == pytest.approx(statistics.fmean(diffs))
+
+    # every checkpoint evaluated; equal tokens: k = 1 at U read as many tokens as k = 0 at 2U
+    labels = {"s1-k0", "s1-k0-2U", "s1-k1", "s2-k0", "s2-k0-2U", "s2-k1", other,
+              f"s1-k2-{chosen}", f"s1-k1-{chosen}-second"}
+    assert set(raw) == labels
+    for seed in (1, 2):
+        assert result["tokens"][f"s{seed}-k0"] == u * block
+        assert result["tokens"][f"s{seed}-k0-2U"] == result["tokens"][f"s{seed}-k1"] == 2 * u * block
+
+    # the verdict comparisons, recomputed from the per-seed evaluation numbers
+    comparisons = result["comparisons"]
+    assert set(comparisons) == {f"{m}: {c}" for m in (f"headline {column}", "headline t=0", "valid at θ")
+                                for c in (f"equal updates ({u}), seeds 1,2",
+                                          f"equal updates ({u}), fresh seeds 2",
+                                          f"equal tokens (k = 0 at {2 * u}), seeds 1,2")}
+
+    def score(label):
+        return statistics.fmean(raw[label][column].values())
+
+    c = comparisons[f"headline {column}: equal tokens (k = 0 at {2 * u}), seeds 1,2"]
+    assert c["seeds"] == ["1", "2"]
+    assert c["mean"] == pytest.approx(statistics.fmean(score(f"s{x}-k1") - score(f"s{x}-k0-2U")
+                                                       for x in (1, 2)))
+    c = comparisons[f"headline {column}: equal updates ({u}), fresh seeds 2"]
+    assert c["seeds"] == ["2"] and c["mean"] == pytest.approx(score("s2-k1") - score("s2-k0"))
+    md = (out / "results.md").read_text()
+    assert f"| s1-k1 |" in md and f"**Selection**" in md and "| comparison |" in md
+    for png in ("verdict_headline_vs_tokens.png", "sweep_adaptation_gain.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+    # resume: one verdict run's output (marker and checkpoints) deleted; only it runs again
+    victim = f"s2-k1-{chosen}"
+    shutil.rmtree(out / "pretrain" / victim)
+    proc = _run("--quick", "--out-dir", out, "--jobs", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    running = [line for line in proc.stdout.splitlines() if ": running (log:" in line]
+    assert len(running) == 1 and f"pretrain {victim}: running" in running[0], proc.stdout
+    assert proc.stdout.count("done before, skipped") == 1 + 8  # the corpus and 8 other runs
+    assert json.loads((out / "selection.json").read_text()) == selection
+    # evaluation units are keyed on the checkpoint's content: at most the new one's two run
+    units = re.search(r"(\d+) units, (\d+) done before", proc.stdout)
+    assert units and int(units[1]) == 2 * len(labels) and int(units[2]) >= 2 * len(labels) - 2
+    assert set(json.loads((out / "results.json").read_text())["headline_scores"]) == labels
+
+    # other settings for the same OUT: one line, nothing run
+    proc = _run("--quick", "--out-dir", out, "--updates", 12, timeout=300)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "other settings (updates)" in err[0], proc.stderr
