@@ -53,7 +53,7 @@ MODES = {
         sgd_inner_lrs="0.01,0.03,0.1,0.3", adam_inner_lrs="3e-4,1e-3,3e-3",
         sweep_seed=1, seeds="2,3,4", corpus="gutenberg", vocab_size=8000,
         spm_input_lines=300000, ad_steps="0,1,4,16,64", ad_seeds=5, ad_eval_blocks=256,
-        ad_lr=5e-4, ad_batch_size=16),
+        ad_lr=5e-4, ad_batch_size=16, device="cpu"),
     "quick": dict(
         layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
         lr=1e-3, warmup=2, updates=8, checkpoint_interval=4, valid_interval=4,
@@ -61,7 +61,7 @@ MODES = {
         sgd_inner_lrs="0.1", adam_inner_lrs="1e-3",
         sweep_seed=1, seeds="2", corpus="gutenberg/nltk-selections/chesterton-thursday.txt",
         vocab_size=400, spm_input_lines=5000, ad_steps="0,1,2", ad_seeds=2, ad_eval_blocks=4,
-        ad_lr=5e-4, ad_batch_size=4),
+        ad_lr=5e-4, ad_batch_size=4, device="cpu"),
 }
 # The sweep table's adaptation gain, inner and outer move and support loss are means
 # over the train_inner rows of the last 30% of the U updates (1050 < u <= 1500 at
@@ -99,6 +99,8 @@ def settings_for(quick, overrides, data_root):
     for key in ["lr", "ad_lr"]:
         if not s[key] > 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be positive (got {s[key]})")
+    if s["device"] not in ("cpu", "cuda"):
+        raise MetaConfigError(f"--device must be cpu or cuda (got '{s['device']}')")
     for key in ["dropout", "weight_decay"]:
         if not 0 <= s[key] < 1:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be in [0, 1) (got {s[key]})")
@@ -181,11 +183,13 @@ def train_cmd(exp, seed, k, setting=None, order="first"):
            "--batch-size", s["batch_size"], "--sample-break-mode", "none",
            "--lr", s["lr"], "--lr-scheduler", "fixed", "--warmup-updates", s["warmup"],
            "--adam-betas", "(0.9,0.98)", "--weight-decay", s["weight_decay"], "--clip-norm", "0",
-           "--dropout", s["dropout"], "--max-update", max_update, "--cpu", "--num-workers", "0",
+           "--dropout", s["dropout"], "--max-update", max_update, "--num-workers", "0",
            "--save-dir", run_dir / "checkpoints", "--save-interval-updates", s["checkpoint_interval"],
            "--keep-interval-updates", "-1", "--no-epoch-checkpoints",
            "--validate-interval-updates", s["valid_interval"], "--log-format", "json",
            "--log-interval", s["log_interval"], "--seed", seed]
+    if s["device"] == "cpu":
+        cmd += ["--cpu"]
     if k == 0:
         cmd += ["--optimizer", "adam", "--meta-train-steps", 0]
     else:

@@ -107,6 +107,7 @@ def test_selection_errors_are_one_line():
     (dict(sgd_inner_lrs="0.1,0.1"), "listed twice"),
     (dict(ad_steps="1,2"), "--ad-steps must hold 0"),
     (dict(corpus="nope"), "not found"),
+    (dict(device="gpu"), "--device must be cpu or cuda"),
 ])
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(MetaConfigError, match=re.escape(message)):
@@ -208,7 +209,7 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     running = [line for line in proc.stdout.splitlines() if ": running (log:" in line]
     assert len(running) == 1 and f"pretrain {victim}: running" in running[0], proc.stdout
-    assert proc.stdout.count("done before, skipped") == 1 + 8  # the corpus and 8 other runs
+    assert proc.stdout.count("done before, skipped") == 1 + 6  # the corpus and 6 other runs
     assert json.loads((out / "selection.json").read_text()) == selection
     # evaluation units are keyed on the checkpoint's content: at most the new one's two run
     units = re.search(r"(\d+) units, (\d+) done before", proc.stdout)
