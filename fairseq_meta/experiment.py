@@ -77,21 +77,49 @@ class Experiment:
     data_root: Path
 
 
-def settings_for(quick, overrides, data_root):
-    """The settings of a mode with ``overrides`` (None = the mode's value) applied,
-    checked; adds ``seed_list`` and ``corpus_list`` (name, path)."""
-    settings = dict(MODES["quick" if quick else "full"])
+def mode_settings(modes, quick, overrides, positive):
+    """``modes["quick" or "full"]`` with ``overrides`` (None = the mode's value)
+    applied; every key in ``positive`` must be at least 1. Shared by the
+    experiments of scripts/reproduce.py and scripts/reproduce_verdict.py."""
+    settings = dict(modes["quick" if quick else "full"])
     for key, value in overrides.items():
         if key not in settings:
             raise MetaConfigError(f"unknown setting {key}")
         if value is not None:
             settings[key] = value
-    for key in ["layers", "embed_dim", "ffn_dim", "heads", "tokens_per_sample", "batch_size",
-                "updates", "log_interval", "valid_points", "vocab_size", "spm_input_lines",
-                "supervised_updates", "finetune_updates", "finetune_batch_size"]:
+    for key in positive:
         if settings[key] < 1:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be a positive integer "
                                   f"(got {settings[key]})")
+    return settings
+
+
+def add_mode_arguments(parser, modes, quick_help, data_root_help, jobs_help, report_only_help):
+    """The command-line arguments both reproduction scripts share: --out-dir,
+    --quick, --data-root, --jobs, one flag per setting of ``modes`` (default None:
+    the mode's value) and --report-only."""
+    from .threads import cpu_count
+
+    parser.add_argument("--out-dir", required=True, metavar="DIR")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"), metavar="DIR",
+                        help=data_root_help)
+    parser.add_argument("--jobs", type=int, default=cpu_count(), metavar="N", help=jobs_help)
+    for key, value in modes["full"].items():
+        parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=None,
+                            metavar=type(value).__name__.upper(),
+                            help=f"(full: {value}; quick: {modes['quick'][key]})")
+    parser.add_argument("--report-only", action="store_true", help=report_only_help)
+    return parser
+
+
+def settings_for(quick, overrides, data_root):
+    """The settings of a mode with ``overrides`` (None = the mode's value) applied,
+    checked; adds ``seed_list`` and ``corpus_list`` (name, path)."""
+    settings = mode_settings(MODES, quick, overrides, [
+        "layers", "embed_dim", "ffn_dim", "heads", "tokens_per_sample", "batch_size", "updates",
+        "log_interval", "valid_points", "vocab_size", "spm_input_lines", "supervised_updates",
+        "finetune_updates", "finetune_batch_size"])
     if settings["updates"] % settings["log_interval"]:
         raise MetaConfigError(f"--updates {settings['updates']} is not a multiple of --log-interval "
                               f"{settings['log_interval']} (tokens are counted per log row)")

@@ -73,17 +73,10 @@ PRECONDITIONERS = {"sgd": "SGD", "adam": "Adam-preconditioned"}
 def settings_for(quick, overrides, data_root):
     """The settings of a mode with ``overrides`` (None = the mode's value), checked.
     Returns (settings, derived): derived holds the parsed lists and paths."""
-    s = dict(MODES["quick" if quick else "full"])
-    for key, value in overrides.items():
-        if key not in s:
-            raise MetaConfigError(f"unknown setting {key}")
-        if value is not None:
-            s[key] = value
-    for key in ["layers", "embed_dim", "ffn_dim", "heads", "tokens_per_sample", "batch_size",
-                "updates", "checkpoint_interval", "valid_interval", "log_interval", "vocab_size",
-                "spm_input_lines", "ad_seeds", "ad_eval_blocks", "ad_batch_size"]:
-        if s[key] < 1:
-            raise MetaConfigError(f"--{key.replace('_', '-')} must be a positive integer (got {s[key]})")
+    s = experiment.mode_settings(MODES, quick, overrides, [
+        "layers", "embed_dim", "ffn_dim", "heads", "tokens_per_sample", "batch_size", "updates",
+        "checkpoint_interval", "valid_interval", "log_interval", "vocab_size", "spm_input_lines",
+        "ad_seeds", "ad_eval_blocks", "ad_batch_size"])
     for key in ["warmup"]:
         if s[key] < 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be >= 0 (got {s[key]})")

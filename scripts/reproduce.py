@@ -29,7 +29,6 @@ logging.basicConfig(level=logging.WARNING)
 from fairseq_meta import experiment, report  # noqa: E402
 from fairseq_meta.cli import run  # noqa: E402
 from fairseq_meta.errors import MetaConfigError  # noqa: E402
-from fairseq_meta.threads import cpu_count  # noqa: E402
 
 PROG = "reproduce.py"
 MODES = experiment.MODES
@@ -39,23 +38,15 @@ def build_argparser():
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", required=True, metavar="DIR")
-    p.add_argument("--quick", action="store_true",
-                   help="smaller model, fewer steps, one seed, GLUE cut to 400 rows: the "
-                   "whole pipeline in minutes (what the test runs)")
-    p.add_argument("--data-root", default=str(experiment.REPO.parent / "shared" / "data"),
-                   metavar="DIR", help="holds wikitext-2/, gutenberg/ and glue/ "
-                   "(default: ../shared/data)")
-    p.add_argument("--jobs", type=int, default=cpu_count(), metavar="N",
-                   help="runs at once, one thread each unless OMP_NUM_THREADS is set "
-                   "(default: number of CPUs)")
-    for key, value in MODES["full"].items():
-        flag = "--" + key.replace("_", "-")
-        p.add_argument(flag, type=type(value), default=None, metavar=type(value).__name__.upper(),
-                       help=f"(full: {value}; quick: {MODES['quick'][key]})")
-    p.add_argument("--report-only", action="store_true",
-                   help="only rebuild the report from finished runs in --out-dir")
-    return p
+    return experiment.add_mode_arguments(
+        p, MODES,
+        quick_help=("smaller model, fewer steps, one seed, GLUE cut to 400 rows: the "
+                    "whole pipeline in minutes (what the test runs)"),
+        data_root_help=("holds wikitext-2/, gutenberg/ and glue/ "
+                    "(default: ../shared/data)"),
+        jobs_help=("runs at once, one thread each unless OMP_NUM_THREADS is set "
+                    "(default: number of CPUs)"),
+        report_only_help="only rebuild the report from finished runs in --out-dir")
 
 
 def main(argv=None):

@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fairseq_meta import verdict_experiment as ve  # noqa: E402
 from fairseq_meta.cli import run  # noqa: E402
 from fairseq_meta.errors import MetaConfigError  # noqa: E402
-from fairseq_meta.threads import cpu_count  # noqa: E402
 
 PROG = "reproduce_verdict.py"
 MODES = ve.MODES
@@ -36,22 +35,14 @@ def build_argparser():
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", required=True, metavar="DIR")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny model, 8 updates, seeds 1 and 2, 2 inner settings, tiny evaluation: "
-                   "the whole pipeline in minutes (what the test runs)")
-    p.add_argument("--data-root", default=str(ve.REPO.parent / "shared" / "data"), metavar="DIR",
-                   help="holds gutenberg/ and wikitext-2/ (default: ../shared/data)")
-    p.add_argument("--jobs", type=int, default=cpu_count(), metavar="N",
-                   help="steps at once, one thread each unless OMP_NUM_THREADS is set "
-                   "(default: number of CPUs)")
-    for key, value in MODES["full"].items():
-        p.add_argument("--" + key.replace("_", "-"), type=type(value), default=None,
-                       metavar=type(value).__name__.upper(),
-                       help=f"(full: {value}; quick: {MODES['quick'][key]})")
-    p.add_argument("--report-only", action="store_true",
-                   help="only rebuild the report from the finished runs and evaluation in --out-dir")
-    return p
+    return ve.experiment.add_mode_arguments(
+        p, MODES,
+        quick_help=("tiny model, 8 updates, seeds 1 and 2, 2 inner settings, tiny evaluation: "
+                    "the whole pipeline in minutes (what the test runs)"),
+        data_root_help=("holds gutenberg/ and wikitext-2/ (default: ../shared/data)"),
+        jobs_help=("steps at once, one thread each unless OMP_NUM_THREADS is set "
+                    "(default: number of CPUs)"),
+        report_only_help="only rebuild the report from the finished runs and evaluation in --out-dir")
 
 
 def main(argv=None):
