@@ -25,8 +25,13 @@ def score_metrics(task):
 
 def read_fairseq_log(path):
     """{'train': [json rows of train_inner], 'valid': [json rows of valid]}."""
+    return parse_fairseq_log(Path(path).read_text(errors="replace").splitlines())
+
+
+def parse_fairseq_log(lines):
+    """:func:`read_fairseq_log` of log lines already read."""
     rows = {"train": [], "valid": []}
-    for line in Path(path).read_text(errors="replace").splitlines():
+    for line in lines:
         for kind, tag in (("train", "| train_inner | "), ("valid", "| valid | ")):
             if tag in line:
                 try:

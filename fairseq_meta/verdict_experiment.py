@@ -226,18 +226,19 @@ def read_log(lines):
     """(train rows by update, valid rows by update) from fairseq json log lines. A
     resumed run repeats the updates after its last checkpoint: the last row of an
     update is kept (the pass that led to the checkpoints)."""
-    train, valid = {}, {}
-    for line in lines:
-        for tag, rows, key in (("| train_inner | ", train, "num_updates"),
-                               ("| valid | ", valid, "valid_num_updates")):
-            if tag in line:
-                try:
-                    row = json.loads(line.split(tag, 1)[1])
-                    update = int(row[key])
-                except (ValueError, KeyError):
-                    continue
-                rows[update] = row
-    return train, valid
+    from .report import parse_fairseq_log
+
+    rows = parse_fairseq_log(lines)
+    by_update = []
+    for kind, key in (("train", "num_updates"), ("valid", "valid_num_updates")):
+        out = {}
+        for row in rows[kind]:
+            try:
+                out[int(row[key])] = row
+            except (ValueError, KeyError):
+                continue
+        by_update.append(out)
+    return tuple(by_update)
 
 
 def read_run_log(path):
@@ -369,10 +370,6 @@ def _mean_of(rows, key):
 
 def _fmt(v, digits=3):
     return "—" if v is None else f"{v:.{digits}f}"
-
-
-def _signed(v):
-    return "n/a" if v is None else f"{v:+.3f}"
 
 
 def sweep_rows(exp, selected, raw, column):
@@ -537,7 +534,8 @@ def write_report(exp, selected):
         h = r[column]
         head = "—" if h["mean"] is None else f"{h['mean']:.3f} ± {_fmt(h['std'])}"
         d = r["vs_k0"]
-        delta = "—" if d is None else f"{_signed(d['mean'])} [{_signed(d['ci_low'])}, {_signed(d['ci_high'])}]"
+        delta = "—" if d is None else (f"{verdict.fmt_signed(d['mean'])} [{verdict.fmt_signed(d['ci_low'])}, "
+                                       f"{verdict.fmt_signed(d['ci_high'])}]")
         name = r["setting"] + (" (selected)" if r["selected"] else "")
         lines.append(f"| {name} | {r['label']} | {_fmt(r['adaptation_gain'], 4)} | {_fmt(r['inner_move'], 4)} "
                      f"| {_fmt(r['outer_move'], 4)} | {_fmt(r['support_loss'])} | {_fmt(r['valid_loss'])} "

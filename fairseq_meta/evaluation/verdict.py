@@ -63,7 +63,7 @@ def compare(scores, treatment, baseline, seeds):
     return out
 
 
-def _signed(v):
+def fmt_signed(v):
     return "n/a" if v is None else f"{v:+.3f}"
 
 
@@ -77,7 +77,7 @@ def table(comparisons, unit):
             "|---|---|---|---|---|---|"]
     for name, c in comparisons.items():
         lower = sum(c["treatment_scores"][s] < c["baseline_scores"][s] for s in c["treatment_scores"])
-        rows.append(f"| {name} | {', '.join(c['seeds'])} | {_signed(c['mean'])} "
-                    f"[{_signed(c['ci_low'])}, {_signed(c['ci_high'])}] {unit} | {_plain(c['std'])} "
+        rows.append(f"| {name} | {', '.join(c['seeds'])} | {fmt_signed(c['mean'])} "
+                    f"[{fmt_signed(c['ci_low'])}, {fmt_signed(c['ci_high'])}] {unit} | {_plain(c['std'])} "
                     f"| {_plain(c['mde'])} | {lower}/{c['n']} |")
     return rows
