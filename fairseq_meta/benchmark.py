@@ -61,7 +61,7 @@ def build(args, config):
            "--lr", "1e-4", "--seed", "1", "--num-workers", "0", "--disable-validation",
            # where fairseq writes crash.pt when a step fails: a directory that exists, so
            # that the step's own error is what gets reported
-           "--save-dir", tempfile.mkdtemp(prefix="fairseq_meta-benchmark-")]
+           "--save-dir", args.save_dir]
     if not torch.cuda.is_available():
         cli.append("--cpu")
     elif args.fp16:
@@ -228,9 +228,11 @@ def _worker_main(argv=None):
         p.add_argument(flag, type=int, required=True)
     p.add_argument("--fp16", action="store_true")
     args = p.parse_args(argv)
-    if args.worker == "throughput":
-        return throughput_worker(args, args.what.split(","))
-    return memory_worker(args, args.what)
+    # where fairseq writes crash.pt when a step fails (see build); removed with the worker
+    with tempfile.TemporaryDirectory(prefix="fairseq_meta-benchmark-") as args.save_dir:
+        if args.worker == "throughput":
+            return throughput_worker(args, args.what.split(","))
+        return memory_worker(args, args.what)
 
 
 if __name__ == "__main__":
