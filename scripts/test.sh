@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
-exec python -m pytest tests -ra -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+exec python -m pytest tests -ra --durations=15 -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
