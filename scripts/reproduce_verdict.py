@@ -23,7 +23,7 @@ from pathlib import Path
 logging.basicConfig(level=logging.WARNING)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fairseq_meta import verdict_experiment as ve  # noqa: E402
+from fairseq_meta import experiment, verdict_experiment as ve  # noqa: E402
 from fairseq_meta.cli import run  # noqa: E402
 from fairseq_meta.errors import MetaConfigError  # noqa: E402
 
@@ -35,7 +35,7 @@ def build_argparser():
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    return ve.experiment.add_mode_arguments(
+    return experiment.add_mode_arguments(
         p, MODES,
         quick_help=("tiny model, 8 updates, seeds 1 and 2, 2 inner settings, tiny evaluation: "
                     "the whole pipeline in minutes (what the test runs)"),
@@ -59,7 +59,7 @@ def main(argv=None):
         import matplotlib  # noqa: F401 - checked now, not after hours of training
     except ImportError:
         raise MetaConfigError("the plots need matplotlib: pip install -e '.[repro]'")
-    ve.experiment.check_settings_file(exp)
+    experiment.check_settings_file(exp)
     ve.run(exp, report_only=args.report_only)
     return 0
 
