@@ -32,8 +32,8 @@ setup(
         # transformers and protobuf for tests/test_export.py (the Hugging Face export)
         "test": ["pytest>=7", "pytest-xdist", "scipy", "scikit-learn", "matplotlib",
                  "transformers>=5,<6", "protobuf"],
-        # scripts/reproduce.py's plots
-        "repro": ["matplotlib"],
+        # scripts/reproduce_verdict.py: its evaluation (scripts/evaluate.py's) and plots
+        "repro": ["scipy", "scikit-learn", "matplotlib"],
         # scripts/export_model.py --huggingface: XLM-R model and tokenizer classes;
         # protobuf reads the sentencepiece model's scores and normalizer
         "export": ["transformers>=5,<6", "protobuf"],

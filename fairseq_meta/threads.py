@@ -1,5 +1,5 @@
 """How many intra-op threads a training process gets: one policy for every script
-that trains (``scripts/pretrain.sh``, ``scripts/reproduce.py``, ``scripts/benchmark.py``).
+that trains (``scripts/pretrain.sh``, ``scripts/reproduce_verdict.py``, ``scripts/benchmark.py``).
 
 1. ``OMP_NUM_THREADS`` set in the environment wins, always.
 2. Jobs run side by side (``jobs > 1``): one thread each. Several processes with

@@ -15,18 +15,28 @@ thread per job, the settings file):
              setting listed first                                  -> OUT/selection.json
 4. verdict   k = 2 and k = 1 second order at the selected setting (seed ``sweep_seed``,
              U updates), and k = 0 (2U) and the selected k = 1 (U) for every fresh
-             pre-training seed
-5. evaluate  :func:`fairseq_meta.evaluation.evaluate`, adaptation measurement, on every
-             checkpoint (resumable per unit)                       -> OUT/eval
-6. report    sweep table, verdict comparisons paired by pre-training seed
-             (:mod:`fairseq_meta.evaluation.verdict`) and two plots
+             pre-training seed; with ``--nsp 1`` the same k = 0 / selected k = 1
+             pair with ``--sentence-objective nsp`` for every seed (sweep seed too)
+5. supervised unless ``--supervised-tasks`` is empty: those GLUE tasks binarized
+             with the corpus dictionary (scripts/prepare_glue.py) -> OUT/glue, and
+             ``meta_sentence_prediction`` on them with k = 0 and the selected k = 1,
+             both from s{seed}-k0 at U, for every seed          -> OUT/supervised
+6. evaluate  :func:`fairseq_meta.evaluation.evaluate`: adaptation on every
+             pre-training checkpoint (-> OUT/eval); fine-tuning of the supervised
+             checkpoints on ``--heldout-tasks`` (-> OUT/eval-supervised); resumable
+             per unit
+7. report    sweep table, verdict comparisons paired by pre-training seed
+             (:mod:`fairseq_meta.evaluation.verdict`) for MLM, MLM + NSP and the
+             supervised phase, and two plots
              -> OUT/results.md, results.json, verdict_headline_vs_tokens.png,
                 sweep_adaptation_gain.png
 
 Checkpoint labels of the evaluation: ``s{seed}-k0`` (k = 0 at U), ``s{seed}-k0-2U``
 (k = 0 at 2U, the tokens of k = 1 at U), ``s{seed}-k1`` (the selected setting at U;
 for the sweep seed this is the selected sweep run) and, for the other sweep runs,
-``s{seed}-k{k}-{setting}[-second]``. A checkpoint is evaluated once, under one label.
+``s{seed}-k{k}-{setting}[-second]``; MLM + NSP: ``s{seed}-k0-nsp``,
+``s{seed}-k0-nsp-2U``, ``s{seed}-k1-nsp``; supervised: ``s{seed}-sup-k0``,
+``s{seed}-sup-k1``. A checkpoint is evaluated once, under one label.
 """
 import json
 import math
@@ -53,7 +63,10 @@ MODES = {
         sgd_inner_lrs="0.01,0.03,0.1,0.3", adam_inner_lrs="3e-4,1e-3,3e-3",
         sweep_seed=1, seeds="2,3,4", corpus="gutenberg", vocab_size=8000,
         spm_input_lines=300000, ad_steps="0,1,4,16,64", ad_seeds=5, ad_eval_blocks=256,
-        ad_lr=5e-4, ad_batch_size=16, device="cpu"),
+        ad_lr=5e-4, ad_batch_size=16, device="cpu", fp16=0,
+        nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
+        supervised_updates=400, supervised_lr=1e-4, glue_max_rows=0, ft_seeds=1, ft_epochs=3,
+        ft_max_train=4000),
     "quick": dict(
         layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
         lr=1e-3, warmup=2, updates=8, checkpoint_interval=4, valid_interval=4,
@@ -61,7 +74,10 @@ MODES = {
         sgd_inner_lrs="0.1", adam_inner_lrs="1e-3",
         sweep_seed=1, seeds="2", corpus="gutenberg/nltk-selections/chesterton-thursday.txt",
         vocab_size=400, spm_input_lines=5000, ad_steps="0,1,2", ad_seeds=2, ad_eval_blocks=4,
-        ad_lr=5e-4, ad_batch_size=4, device="cpu"),
+        ad_lr=5e-4, ad_batch_size=4, device="cpu", fp16=0,
+        nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
+        supervised_updates=4, supervised_lr=1e-4, glue_max_rows=120, ft_seeds=1, ft_epochs=1,
+        ft_max_train=100),
 }
 # The sweep table's adaptation gain, inner and outer move and support loss are means
 # over the train_inner rows of the last 30% of the U updates (1050 < u <= 1500 at
@@ -76,8 +92,9 @@ def settings_for(quick, overrides, data_root):
     s = experiment.mode_settings(MODES, quick, overrides, [
         "layers", "embed_dim", "ffn_dim", "heads", "tokens_per_sample", "batch_size", "updates",
         "checkpoint_interval", "valid_interval", "log_interval", "vocab_size", "spm_input_lines",
-        "ad_seeds", "ad_eval_blocks", "ad_batch_size"])
-    for key in ["warmup"]:
+        "ad_seeds", "ad_eval_blocks", "ad_batch_size", "supervised_updates", "ft_seeds", "ft_epochs",
+        "ft_max_train"])
+    for key in ["warmup", "glue_max_rows"]:
         if s[key] < 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be >= 0 (got {s[key]})")
     if s["embed_dim"] % s["heads"]:
@@ -89,7 +106,12 @@ def settings_for(quick, overrides, data_root):
         if s[key] % s["log_interval"]:
             raise MetaConfigError(f"--{key.replace('_', '-')} {s[key]} is not a multiple of "
                                   f"--log-interval {s['log_interval']} (tokens are counted per log row)")
-    for key in ["lr", "ad_lr"]:
+    for key in ["nsp", "fp16"]:
+        if s[key] not in (0, 1):
+            raise MetaConfigError(f"--{key} must be 0 or 1 (got {s[key]})")
+    if s["fp16"] and s["device"] != "cuda":
+        raise MetaConfigError("--fp16 1 needs --device cuda (fairseq's fp16 trains on a GPU)")
+    for key in ["lr", "ad_lr", "supervised_lr"]:
         if not s[key] > 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be positive (got {s[key]})")
     if s["device"] not in ("cpu", "cuda"):
@@ -137,9 +159,41 @@ def settings_for(quick, overrides, data_root):
     for path in domain.values():
         if not path.is_file():
             raise MetaConfigError(f"adaptation domain {path} not found (--data-root {data_root})")
+    supervised, heldout = _glue_tasks(s, data_root)
     derived = {"inner_settings": settings_list, "fresh_seeds": seeds, "ad_step_list": ad_steps,
-               "corpus_path": corpus, "domain": domain}
+               "corpus_path": corpus, "domain": domain, "supervised_tasks": supervised,
+               "heldout_tasks": heldout}
     return s, derived
+
+
+def _glue_tasks(s, data_root):
+    """(supervised tasks, held-out tasks) as canonical GLUE names; ([], []) when
+    --supervised-tasks is empty (no supervised phase)."""
+    from .glue import find_task_dir, lookup
+
+    lists = []
+    for key in ("supervised_tasks", "heldout_tasks"):
+        names = [x.strip() for x in s[key].split(",") if x.strip()]
+        try:
+            lists.append([lookup(name).name for name in names])
+        except MetaConfigError as e:
+            raise MetaConfigError(f"--{key.replace('_', '-')}: {e}") from None
+        if len(set(lists[-1])) != len(lists[-1]):
+            raise MetaConfigError(f"--{key.replace('_', '-')} lists a task twice ({s[key]})")
+    supervised, heldout = lists
+    if not supervised:
+        return [], []
+    if not heldout:
+        raise MetaConfigError("--heldout-tasks is empty: the supervised phase is judged on tasks "
+                              "it did not train on")
+    both = sorted(set(supervised) & set(heldout))
+    if both:
+        raise MetaConfigError(f"--heldout-tasks must not hold a supervised task ({', '.join(both)})")
+    for name in supervised + heldout:
+        if find_task_dir(data_root / "glue", name) is None:
+            raise MetaConfigError(f"GLUE task {name}: {data_root / 'glue' / name} not found "
+                                  f"(--data-root {data_root})")
+    return supervised, heldout
 
 
 class VerdictExperiment(experiment.Experiment):
@@ -153,22 +207,39 @@ class VerdictExperiment(experiment.Experiment):
 # --------------------------------------------------------------------------- #
 # The runs
 # --------------------------------------------------------------------------- #
-def run_name(seed, k, setting=None, order="first"):
+# A run is (seed, k, inner setting, order, objective); objective "mlm" or "nsp" (MLM + NSP).
+def run_name(seed, k, setting=None, order="first", objective="mlm"):
+    suffix = "-nsp" if objective == "nsp" else ""
     if k == 0:
-        return f"s{seed}-k0"
-    return f"s{seed}-k{k}-{setting['name']}" + ("-second" if order == "second" else "")
+        return f"s{seed}-k0{suffix}"
+    return f"s{seed}-k{k}-{setting['name']}" + ("-second" if order == "second" else "") + suffix
 
 
-def describe(k, setting=None, order="first"):
+def describe(k, setting=None, order="first", objective="mlm"):
+    suffix = ", MLM + NSP" if objective == "nsp" else ""
     if k == 0:
-        return "k = 0"
+        return "k = 0" + suffix
     text = f"k = {k}, {PRECONDITIONERS[setting['preconditioner']]} α = {setting['alpha']:g}"
-    return text + (", second order" if order == "second" else "")
+    return text + (", second order" if order == "second" else "") + suffix
 
 
-def train_cmd(exp, seed, k, setting=None, order="first"):
+def inner_flags(k, setting, order="first"):
+    """The meta-learning flags shared by pre-training and the supervised phase."""
+    if k == 0:
+        return ["--meta-train-steps", 0]
+    flags = ["--meta-train-steps", k, "--inner-lr", setting["alpha"], "--meta-order", order]
+    if setting["preconditioner"] == "adam":
+        flags += ["--inner-preconditioner", "adam"]
+    return flags
+
+
+def device_flags(s):
+    return ["--cpu"] if s["device"] == "cpu" else (["--fp16"] if s["fp16"] else [])
+
+
+def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
     s, out = exp.settings, exp.out
-    run_dir = out / "pretrain" / run_name(seed, k, setting, order)
+    run_dir = out / "pretrain" / run_name(seed, k, setting, order, objective)
     max_update = 2 * s["updates"] if k == 0 else s["updates"]
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "data", "--user-dir", USER_DIR,
            "--task", "meta_masked_lm", "--criterion", "meta_masked_lm", *model_flags(s),
@@ -181,17 +252,38 @@ def train_cmd(exp, seed, k, setting=None, order="first"):
            "--keep-interval-updates", "-1", "--no-epoch-checkpoints",
            "--validate-interval-updates", s["valid_interval"], "--log-format", "json",
            "--log-interval", s["log_interval"], "--seed", seed]
-    if s["device"] == "cpu":
-        cmd += ["--cpu"]
+    cmd += device_flags(s)
+    if objective == "nsp":
+        cmd += ["--sentence-objective", "nsp"]
+    cmd += inner_flags(k, setting, order)
     if k == 0:
-        cmd += ["--optimizer", "adam", "--meta-train-steps", 0]
+        cmd += ["--optimizer", "adam"]
     else:
-        cmd += ["--optimizer", "meta_adam", "--meta-train-steps", k, "--inner-lr", setting["alpha"],
-                "--meta-order", order, "--valid-adapt-steps", k,
+        cmd += ["--optimizer", "meta_adam", "--valid-adapt-steps", k,
                 "--log-adaptation-interval", s["log_interval"]]
-        if setting["preconditioner"] == "adam":
-            cmd += ["--inner-preconditioner", "adam"]
     return (f"pretrain {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
+
+
+def supervised_cmd(exp, seed, k, selected):
+    """meta_sentence_prediction on the supervised tasks from s{seed}-k0 at U, with k = 0
+    or the selected inner setting; its checkpoint is ``checkpoint_last.pt``."""
+    s, out = exp.settings, exp.out
+    run_dir = out / "supervised" / f"s{seed}-k{k}"
+    start = experiment.checkpoint_file(out / "pretrain" / run_name(seed, 0) / "checkpoints",
+                                       s["updates"])
+    cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
+           "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
+           "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
+           "--task-sampling-alpha", "0.5", *inner_flags(k, selected), *model_flags(s),
+           "--max-positions", s["tokens_per_sample"], "--shorten-method", "truncate",
+           "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
+           "--warmup-updates", max(1, s["supervised_updates"] // 10),
+           "--max-update", s["supervised_updates"], "--num-workers", "0",
+           "--restore-file", start, "--reset-optimizer", "--reset-dataloader", "--reset-meters",
+           "--reset-lr-scheduler", "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
+           "--log-format", "json", "--log-interval", s["log_interval"], "--seed", seed,
+           *device_flags(s)]
+    return (f"supervised {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
 
 
 def sweep_runs(exp):
@@ -210,6 +302,19 @@ def after_selection_runs(exp, selected):
     return runs
 
 
+def all_seeds(exp):
+    return [exp.settings["sweep_seed"]] + exp.derived["fresh_seeds"]
+
+
+def nsp_runs(exp, selected):
+    """MLM + NSP: k = 0 (to 2U) and the selected k = 1 (U) for every seed; none when
+    --nsp 0."""
+    if not exp.settings["nsp"]:
+        return []
+    return [run for seed in all_seeds(exp)
+            for run in ((seed, 0, None, "first", "nsp"), (seed, 1, selected, "first", "nsp"))]
+
+
 def stage_data(exp, env):
     s, out = exp.settings, exp.out
     run_step("corpus", [sys.executable, REPO / "scripts" / "prepare_corpus.py", "--destdir",
@@ -219,6 +324,18 @@ def stage_data(exp, env):
              out / "logs" / "corpus.log", out / "logs" / "corpus.done", env)
 
 
+def stage_glue(exp, env):
+    """The supervised tasks binarized with the pre-training dictionary -> OUT/glue."""
+    s, out = exp.settings, exp.out
+    cmd = [sys.executable, REPO / "scripts" / "prepare_glue.py",
+           "--glue-dir", Path(exp.data_root) / "glue", "--spm-model", out / "data" / "spm.model",
+           "--dict", out / "data" / "dict.txt", "--destdir", out / "glue", "--force",
+           "--tasks", ",".join(exp.derived["supervised_tasks"]), "--workers", exp.jobs]
+    if s["glue_max_rows"]:
+        cmd += ["--max-rows", s["glue_max_rows"]]
+    run_step("glue", cmd, out / "logs" / "glue.log", out / "logs" / "glue.done", env)
+
+
 # --------------------------------------------------------------------------- #
 # Logs and the selection
 # --------------------------------------------------------------------------- #
@@ -226,9 +343,14 @@ def read_log(lines):
     """(train rows by update, valid rows by update) from fairseq json log lines. A
     resumed run repeats the updates after its last checkpoint: the last row of an
     update is kept (the pass that led to the checkpoints)."""
-    from .report import parse_fairseq_log
-
-    rows = parse_fairseq_log(lines)
+    rows = {"train": [], "valid": []}
+    for line in lines:
+        for kind, tag in (("train", "| train_inner | "), ("valid", "| valid | ")):
+            if tag in line:
+                try:
+                    rows[kind].append(json.loads(line.split(tag, 1)[1]))
+                except ValueError:
+                    pass
     by_update = []
     for kind, key in (("train", "num_updates"), ("valid", "valid_num_updates")):
         out = {}
@@ -311,12 +433,53 @@ def checkpoints_to_evaluate(exp, selected):
     return rows
 
 
+def nsp_checkpoints_to_evaluate(exp, selected):
+    """The MLM + NSP rows, as :func:`checkpoints_to_evaluate`: ``s{seed}-k0-nsp`` (U),
+    ``s{seed}-k0-nsp-2U`` and ``s{seed}-k1-nsp`` (the selected setting at U)."""
+    u, rows = exp.settings["updates"], []
+    for seed, k, setting, order, objective in nsp_runs(exp, selected):
+        name = run_name(seed, k, setting, order, objective)
+        if k == 0:
+            rows.append((f"s{seed}-k0-nsp", name, u, 0, describe(0, objective="nsp"), seed))
+            rows.append((f"s{seed}-k0-nsp-2U", name, 2 * u, 0, "k = 0 at 2U, MLM + NSP", seed))
+        else:
+            rows.append((f"s{seed}-k1-nsp", name, u, k, describe(k, setting, order, objective), seed))
+    return rows
+
+
+def supervised_checkpoints(exp):
+    """[(label, path)]: ``s{seed}-sup-k{k}`` for every seed, k = 0 and the selected k = 1."""
+    if not exp.derived["supervised_tasks"]:
+        return []
+    return [(f"s{seed}-sup-k{k}", exp.out / "supervised" / f"s{seed}-k{k}" / "checkpoints"
+             / "checkpoint_last.pt") for seed in all_seeds(exp) for k in (0, 1)]
+
+
+def stage_evaluate_supervised(exp):
+    """Fine-tuning (evaluate's measurement 1) of the supervised checkpoints on the
+    held-out tasks -> OUT/eval-supervised."""
+    from .evaluation import Settings, evaluate
+
+    s = exp.settings
+    items = [f"{label}={path}" for label, path in supervised_checkpoints(exp)]
+    settings = Settings(
+        checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=["finetune"],
+        glue_dir=str(Path(exp.data_root) / "glue"), tasks=exp.derived["heldout_tasks"],
+        dict_path=str(exp.out / "data" / "dict.txt"), spm_model=str(exp.out / "data" / "spm.model"),
+        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"],
+        ft_max_train=s["ft_max_train"], jobs=exp.jobs)
+    cli.log(f"evaluate: {len(items)} supervised checkpoints x {len(exp.derived['heldout_tasks'])} "
+            f"held-out tasks x {s['ft_seeds']} fine-tuning seeds -> {exp.out / 'eval-supervised'}")
+    evaluate(settings, log=cli.log)
+
+
 def stage_evaluate(exp, selected):
     from .evaluation import Settings, evaluate
 
     s = exp.settings
     items = []
-    for label, name, updates, _, _, _ in checkpoints_to_evaluate(exp, selected):
+    for label, name, updates, _, _, _ in (checkpoints_to_evaluate(exp, selected)
+                                          + nsp_checkpoints_to_evaluate(exp, selected)):
         path = experiment.checkpoint_file(exp.out / "pretrain" / name / "checkpoints", updates)
         items.append(f"{label}={path}")
     settings = Settings(
@@ -333,7 +496,6 @@ def stage_evaluate(exp, selected):
 # --------------------------------------------------------------------------- #
 def run(exp, report_only=False):
     """Every stage; finished steps are skipped."""
-    experiment.cli.prog = cli.prog  # run_step's progress lines name this program
     threads, why = intra_op_threads(jobs=exp.jobs)
     env = thread_env(threads, {**os.environ, "PYTHONUNBUFFERED": "1"})
     cli.log(f"output: {exp.out} ({'quick' if exp.quick else 'full'} mode, {exp.jobs} jobs at a "
@@ -344,8 +506,15 @@ def run(exp, report_only=False):
         run_parallel([train_cmd(exp, *r) for r in sweep_runs(exp)], exp.jobs, env)
     selected = stage_select(exp)
     if not report_only:
-        run_parallel([train_cmd(exp, *r) for r in after_selection_runs(exp, selected)], exp.jobs, env)
+        run_parallel([train_cmd(exp, *r) for r in after_selection_runs(exp, selected)
+                      + nsp_runs(exp, selected)], exp.jobs, env)
+        if exp.derived["supervised_tasks"]:
+            stage_glue(exp, env)
+            run_parallel([supervised_cmd(exp, seed, k, selected) for seed in all_seeds(exp)
+                          for k in (0, 1)], exp.jobs, env)
         stage_evaluate(exp, selected)
+        if exp.derived["supervised_tasks"]:
+            stage_evaluate_supervised(exp)
     write_report(exp, selected)
     cli.log(f"done in {time.time() - start:.0f}s; report: {exp.out / 'results.md'}")
 
@@ -354,11 +523,13 @@ def run(exp, report_only=False):
 # The report (reads only)
 # --------------------------------------------------------------------------- #
 def tokens_at(train_rows):
-    """{update: tokens processed up to it}, summed from ``episode_tokens`` (the exact
-    count of every meta-train and meta-test mini-batch since the previous row)."""
+    """{update: tokens processed up to it}, summed from ``episode_tokens`` (the count
+    of every meta-train and meta-test mini-batch since the previous row). fairseq prints
+    numbers with 6 significant digits ("1.2288e+06"): the count is exact below a million
+    tokens per log row, to 6 digits above."""
     out, tokens = {0: 0}, 0
     for update in sorted(train_rows):
-        tokens += int(train_rows[update].get("episode_tokens", 0))
+        tokens += round(float(train_rows[update].get("episode_tokens", 0)))
         out[update] = tokens
     return out
 
@@ -431,6 +602,44 @@ def verdict_comparisons(exp, raw, column, valid_scores):
     return out
 
 
+def nsp_comparisons(exp, raw, column, valid):
+    """MLM + NSP, k = 1 (selected) − k = 0 paired by pre-training seed, at equal updates
+    and equal tokens: ({name: compare} in bits, {name: compare} in accuracy points).
+    ``valid``: {label: valid record at its update}."""
+    from .evaluation import verdict
+
+    u = exp.settings["updates"]
+    seeds = [str(x) for x in all_seeds(exp)]
+    valid_mlm = {l: float(r["valid_mlm_loss"]) for l, r in valid.items() if "valid_mlm_loss" in r}
+    valid_nsp = {l: float(r["valid_nsp_accuracy"]) for l, r in valid.items() if "valid_nsp_accuracy" in r}
+    tables = ({}, {})
+    for table, measure, scores in ((0, f"headline {column}", verdict.checkpoint_scores(raw, column)),
+                                   (0, "valid MLM at θ", valid_mlm),
+                                   (1, "valid NSP accuracy at θ", valid_nsp)):
+        for when, baseline in ((f"equal updates ({u})", "s{seed}-k0-nsp"),
+                               (f"equal tokens (k = 0 at {2 * u})", "s{seed}-k0-nsp-2U")):
+            tables[table][f"MLM + NSP, {measure}: {when}, seeds {','.join(seeds)}"] = verdict.compare(
+                scores, "s{seed}-k1-nsp", baseline, seeds)
+    return tables
+
+
+def supervised_comparisons(exp):
+    """{name: compare}: the supervised phase with the selected k = 1 − with k = 0, paired by
+    pre-training seed, fine-tuned on each held-out task and their average (points)."""
+    from .evaluation import verdict
+
+    path = exp.out / "eval-supervised" / "results.json"
+    if not path.is_file():
+        raise MetaConfigError(f"{path} not found: the supervised evaluation has not run yet")
+    raw = verdict.load_raw([path], "finetune")
+    seeds = [str(x) for x in all_seeds(exp)]
+    heldout = exp.derived["heldout_tasks"]
+    columns = heldout + (["average"] if len(heldout) > 1 else [])
+    return {f"supervised, fine-tuned on {col}: seeds {','.join(seeds)}": verdict.compare(
+                verdict.checkpoint_scores(raw, col), "s{seed}-sup-k1", "s{seed}-sup-k0", seeds)
+            for col in columns}
+
+
 def plot_headline_vs_tokens(path, points, column):
     import matplotlib
 
@@ -483,24 +692,29 @@ def write_report(exp, selected):
         raise MetaConfigError(f"{eval_json} not found: the evaluation has not run yet")
     raw = verdict.load_raw([eval_json], "adaptation")
     selection = json.loads((out / "selection.json").read_text())
-    evaluated = checkpoints_to_evaluate(exp, selected)
+    evaluated = checkpoints_to_evaluate(exp, selected) + nsp_checkpoints_to_evaluate(exp, selected)
     missing = [label for label, *_ in evaluated if label not in raw]
     if missing:
         raise MetaConfigError(f"{eval_json} has no adaptation results for {', '.join(missing)}")
     logs = {name: read_run_log(out / "pretrain" / name / "train.log")
             for name in {name for _, name, *_ in evaluated}}
-    valid_scores, tokens = {}, {}
+    valid_scores, valid_rows, tokens = {}, {}, {}
     for label, name, updates, _, _, _ in evaluated:
         train, valid = logs[name]
-        if "valid_loss" in valid.get(updates, {}):
-            valid_scores[label] = float(valid[updates]["valid_loss"])
+        valid_rows[label] = valid.get(updates, {})
+        if "valid_loss" in valid_rows[label]:
+            valid_scores[label] = float(valid_rows[label]["valid_loss"])
         tokens[label] = tokens_at(train).get(updates)
     sweep = sweep_rows(exp, selected, raw, column)
     comparisons = verdict_comparisons(exp, raw, column, valid_scores)
+    nsp, nsp_accuracy = nsp_comparisons(exp, raw, column, valid_rows) if s["nsp"] else ({}, {})
+    supervised = supervised_comparisons(exp) if exp.derived["supervised_tasks"] else {}
     headline = verdict.checkpoint_scores(raw, column)
     result = {"settings": {"quick": exp.quick, **s}, "selection": selection,
               "headline_column": column, "sweep": sweep, "tokens": tokens,
-              "valid_loss": valid_scores, "headline_scores": headline, "comparisons": comparisons}
+              "valid_loss": valid_scores, "headline_scores": headline, "comparisons": comparisons,
+              "nsp_comparisons": nsp, "nsp_accuracy_comparisons": nsp_accuracy,
+              "supervised_comparisons": supervised}
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
 
     points = {}
@@ -547,6 +761,23 @@ def write_report(exp, selected):
               "Treatment − baseline (lower is better for k = 1); 95% t-interval over pre-training "
               "seeds and the minimum detectable effect (paired, 80% power).", ""]
     lines += verdict.table(comparisons, "bits")
+    if nsp:
+        lines += ["", "## MLM + NSP: k = 1 (selected) against k = 0", "",
+                  "The same verdict with `--sentence-objective nsp` for both (valid MLM: the MLM part "
+                  "of the validation loss at θ). Equal tokens: k = 0 at 2U read as many sequences as "
+                  "k = 1 at U; sentence pairs vary in length, so their token counts (results.json, "
+                  "`tokens`) differ by a few per cent.", ""]
+        lines += verdict.table(nsp, "bits") + ["", "NSP accuracy: higher is better.", ""]
+        lines += verdict.table(nsp_accuracy, "points")
+    if supervised:
+        sup = exp.derived["supervised_tasks"]
+        lines += ["", "## Supervised: meta_sentence_prediction with k = 1 (selected) against k = 0", "",
+                  f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
+                  f"updates from s{{seed}}-k0 at U, then fine-tuned (scripts/evaluate.py, measurement 1, "
+                  f"{s['ft_seeds']} seed(s), {s['ft_epochs']} epochs) on the held-out "
+                  f"{', '.join(exp.derived['heldout_tasks'])}; per-task scores in "
+                  f"eval-supervised/results.md. Higher is better here.", ""]
+        lines += verdict.table(supervised, "points")
     lines += ["", "![headline against tokens](verdict_headline_vs_tokens.png)",
               "![adaptation gain per logged update](sweep_adaptation_gain.png)", ""]
     (out / "results.md").write_text("\n".join(lines))

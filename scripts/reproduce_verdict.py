@@ -2,7 +2,9 @@
 """The meta-pretraining verdict of docs/results.md (issue 10) in one command:
 Gutenberg corpus, a sweep of inner settings at pre-training seed 1, the automatic
 selection (lowest validation loss at θ), k = 0 against the selected k = 1 on fresh
-pre-training seeds, the adaptation evaluation of every checkpoint, and a report with
+pre-training seeds, the same pair with MLM + NSP, supervised meta-training
+(meta_sentence_prediction on three GLUE tasks) with k = 0 and the selected k = 1
+fine-tuned on held-out tasks, the evaluation of every checkpoint, and a report with
 the sweep table, comparisons paired by pre-training seed and two plots.
 
 The stages are fairseq_meta/verdict_experiment.py; this script parses the flags.
@@ -37,9 +39,9 @@ def build_argparser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     return experiment.add_mode_arguments(
         p, MODES,
-        quick_help=("tiny model, 8 updates, seeds 1 and 2, 2 inner settings, tiny evaluation: "
-                    "the whole pipeline in minutes (what the test runs)"),
-        data_root_help=("holds gutenberg/ and wikitext-2/ (default: ../shared/data)"),
+        quick_help=("tiny model, 8 updates, seeds 1 and 2, 2 inner settings, GLUE cut to 120 "
+                    "rows, tiny evaluation: the whole pipeline in minutes (what the test runs)"),
+        data_root_help=("holds gutenberg/, wikitext-2/ and glue/ (default: ../shared/data)"),
         jobs_help=("steps at once, one thread each unless OMP_NUM_THREADS is set "
                     "(default: number of CPUs)"),
         report_only_help="only rebuild the report from the finished runs and evaluation in --out-dir")
@@ -55,10 +57,13 @@ def main(argv=None):
                                quick=args.quick, jobs=args.jobs, data_root=Path(args.data_root))
     if args.report_only and not (exp.out / "settings.json").exists():
         raise MetaConfigError(f"{exp.out} holds no verdict run (no settings.json)")
-    try:
-        import matplotlib  # noqa: F401 - checked now, not after hours of training
-    except ImportError:
-        raise MetaConfigError("the plots need matplotlib: pip install -e '.[repro]'")
+    import importlib.util
+
+    # checked now, not after hours of training: the evaluation and the plots need them
+    missing = [m for m in ("matplotlib", "scipy", "sklearn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MetaConfigError(f"the evaluation and plots need {', '.join(missing)}: "
+                              "pip install -e '.[repro]'")
     experiment.check_settings_file(exp)
     ve.run(exp, report_only=args.report_only)
     return 0

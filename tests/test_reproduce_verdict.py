@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import REPO, SHARED_DATA
-from fairseq_meta import verdict_experiment as ve
+from fairseq_meta import experiment, verdict_experiment as ve
 from fairseq_meta.errors import MetaConfigError
 
 SCRIPT = REPO / "scripts" / "reproduce_verdict.py"
@@ -86,6 +86,12 @@ def test_log_reading_keeps_the_last_record_of_a_repeated_update_and_skips_other_
     assert ve.tokens_at(train) == {0: 0, 2: 100, 4: 200}
 
 
+def test_tokens_are_summed_up_to_each_logged_update_also_in_fairseqs_exponent_format():
+    rows = ve.read_log([_train(2, episode_tokens=256), _train(4, episode_tokens="1.2288e+06"),
+                        _train(6, episode_tokens=512)])[0]
+    assert ve.tokens_at(rows) == {0: 0, 2: 256, 4: 256 + 1228800, 6: 256 + 1228800 + 512}
+
+
 def test_selection_errors_are_one_line():
     with pytest.raises(MetaConfigError, match="share no validation update"):
         ve.select({"a": _valid_rows(_valid(4, 9.0)), "b": _valid_rows(_valid(8, 9.0))})
@@ -108,10 +114,26 @@ def test_selection_errors_are_one_line():
     (dict(ad_steps="1,2"), "--ad-steps must hold 0"),
     (dict(corpus="nope"), "not found"),
     (dict(device="gpu"), "--device must be cpu or cuda"),
+    (dict(nsp=2), "--nsp must be 0 or 1"),
+    (dict(fp16=1), "--fp16 1 needs --device cuda"),
+    (dict(supervised_tasks="SST-2,NOPE"), "--supervised-tasks: unknown GLUE task 'NOPE'"),
+    (dict(heldout_tasks="RTE,rte"), "--heldout-tasks lists a task twice"),
+    (dict(heldout_tasks="RTE,CoLA"), "must not hold a supervised task (CoLA)"),
+    (dict(heldout_tasks=""), "--heldout-tasks is empty"),
+    (dict(supervised_updates=0), "--supervised-updates must be a positive integer"),
+    (dict(glue_max_rows=-1), "--glue-max-rows must be >= 0"),
 ])
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(MetaConfigError, match=re.escape(message)):
         ve.settings_for(True, overrides, SHARED_DATA)
+
+
+@needs_data
+def test_no_supervised_phase_needs_no_held_out_tasks():
+    _, derived = ve.settings_for(True, dict(supervised_tasks="", heldout_tasks=""), SHARED_DATA)
+    assert derived["supervised_tasks"] == derived["heldout_tasks"] == []
+    _, derived = ve.settings_for(True, dict(supervised_tasks="sst2, cola"), SHARED_DATA)
+    assert derived["supervised_tasks"] == ["SST-2", "CoLA"]
 
 
 def test_bad_input_on_the_command_line_is_one_line_and_creates_nothing(tmp_path):
@@ -176,6 +198,7 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
     # every checkpoint evaluated; equal tokens: k = 1 at U read as many tokens as k = 0 at 2U
     labels = {"s1-k0", "s1-k0-2U", "s1-k1", "s2-k0", "s2-k0-2U", "s2-k1", other,
               f"s1-k2-{chosen}", f"s1-k1-{chosen}-second"}
+    labels |= {f"s{x}-{y}" for x in (1, 2) for y in ("k0-nsp", "k0-nsp-2U", "k1-nsp")}
     assert set(raw) == labels
     for seed in (1, 2):
         assert result["tokens"][f"s{seed}-k0"] == u * block
@@ -197,8 +220,61 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
                                                        for x in (1, 2)))
     c = comparisons[f"headline {column}: equal updates ({u}), fresh seeds 2"]
     assert c["seeds"] == ["2"] and c["mean"] == pytest.approx(score("s2-k1") - score("s2-k0"))
+    # MLM + NSP: the same pair per seed, trained with NSP, evaluated and compared
+    for seed in (1, 2):
+        for name in (f"s{seed}-k0-nsp", f"s{seed}-k1-{chosen}-nsp"):
+            command = (out / "pretrain" / name / "command.sh").read_text()
+            assert "--sentence-objective nsp" in command, name
+        # sentence pairs vary in length: the tokens are the logged counts up to the update
+        for label, name, update in ((f"s{seed}-k0-nsp", f"s{seed}-k0-nsp", u),
+                                    (f"s{seed}-k0-nsp-2U", f"s{seed}-k0-nsp", 2 * u),
+                                    (f"s{seed}-k1-nsp", f"s{seed}-k1-{chosen}-nsp", u)):
+            rows = ve.read_run_log(out / "pretrain" / name / "train.log")[0]
+            logged = sum(int(float(r["episode_tokens"])) for upd, r in rows.items() if upd <= update)
+            assert result["tokens"][label] == logged > 0, label
+    nsp_logs = {f"s{x}-{y}": out / "pretrain" / f"s{x}-{z}" / "train.log" for x in (1, 2)
+                for y, z in (("k0-nsp", "k0-nsp"), ("k1-nsp", f"k1-{chosen}-nsp"))}
+
+    def valid_field(log_path, update, key):
+        rows = ve.read_run_log(log_path)[1]
+        return float(rows[update][key])
+
+    nsp = result["nsp_comparisons"]
+    c = nsp[f"MLM + NSP, headline {column}: equal updates ({u}), seeds 1,2"]
+    assert c["mean"] == pytest.approx(statistics.fmean(score(f"s{x}-k1-nsp") - score(f"s{x}-k0-nsp")
+                                                       for x in (1, 2)))
+    c = nsp[f"MLM + NSP, valid MLM at θ: equal tokens (k = 0 at {2 * u}), seeds 1,2"]
+    assert c["mean"] == pytest.approx(statistics.fmean(
+        valid_field(nsp_logs[f"s{x}-k1-nsp"], u, "valid_mlm_loss")
+        - valid_field(nsp_logs[f"s{x}-k0-nsp"], 2 * u, "valid_mlm_loss") for x in (1, 2)))
+    c = result["nsp_accuracy_comparisons"][f"MLM + NSP, valid NSP accuracy at θ: equal updates ({u}), seeds 1,2"]
+    assert c["mean"] == pytest.approx(statistics.fmean(
+        valid_field(nsp_logs[f"s{x}-k1-nsp"], u, "valid_nsp_accuracy")
+        - valid_field(nsp_logs[f"s{x}-k0-nsp"], u, "valid_nsp_accuracy") for x in (1, 2)))
+
+    # supervised: both phases start from s{seed}-k0 at U; k = 1 with the selected inner step
+    for seed in (1, 2):
+        start = experiment.checkpoint_file(out / "pretrain" / f"s{seed}-k0" / "checkpoints", u)
+        for k in (0, 1):
+            command = (out / "supervised" / f"s{seed}-k{k}" / "command.sh").read_text()
+            assert f"--restore-file {start} " in command and "--tasks SST-2,MRPC,CoLA" in command
+            assert f"--meta-train-steps {k} " in command
+            assert (f"--inner-lr {selection['setting']['alpha']}" in command) == (k == 1)
+    sup_raw = json.loads((out / "eval-supervised" / "results.json").read_text())
+    sup_raw = sup_raw["measurements"]["finetune"]["raw"]
+    assert set(sup_raw) == {f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)}
+    for label, columns in sup_raw.items():
+        assert set(columns) == {"RTE", "STS-B", "average"}, label
+    sup = result["supervised_comparisons"]
+    assert set(sup) == {f"supervised, fine-tuned on {c}: seeds 1,2" for c in ("RTE", "STS-B", "average")}
+    c = sup["supervised, fine-tuned on average: seeds 1,2"]
+    assert c["mean"] == pytest.approx(statistics.fmean(
+        statistics.fmean(sup_raw[f"s{x}-sup-k1"]["average"].values())
+        - statistics.fmean(sup_raw[f"s{x}-sup-k0"]["average"].values()) for x in (1, 2)))
+
     md = (out / "results.md").read_text()
-    assert f"| s1-k1 |" in md and f"**Selection**" in md and "| comparison |" in md
+    assert "| s1-k1 |" in md and "**Selection**" in md and "| comparison |" in md
+    assert "## MLM + NSP" in md and "## Supervised" in md
     for png in ("verdict_headline_vs_tokens.png", "sweep_adaptation_gain.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
@@ -209,7 +285,8 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     running = [line for line in proc.stdout.splitlines() if ": running (log:" in line]
     assert len(running) == 1 and f"pretrain {victim}: running" in running[0], proc.stdout
-    assert proc.stdout.count("done before, skipped") == 1 + 6  # the corpus and 6 other runs
+    # the corpus, 6 other pre-training runs, 4 MLM + NSP runs, the GLUE data, 4 supervised runs
+    assert proc.stdout.count("done before, skipped") == 1 + 6 + 4 + 1 + 4
     assert json.loads((out / "selection.json").read_text()) == selection
     # evaluation units are keyed on the checkpoint's content: at most the new one's two run
     units = re.search(r"(\d+) units, (\d+) done before", proc.stdout)
