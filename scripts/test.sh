@@ -3,7 +3,7 @@
 #   bash scripts/test.sh [pytest args...]
 # Tests run in two processes (pytest-xdist, one per core); most of them start
 # fairseq-train subprocesses, so the suite is bound by process start-up. The whole
-# suite takes ~28 minutes on 2 cores (README, Tests); while developing, skip the end-to-end
+# suite takes ~25 minutes on 2 cores (README, Tests); while developing, skip the end-to-end
 # pipelines: bash scripts/test.sh -m "not slow" (CI runs everything).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
