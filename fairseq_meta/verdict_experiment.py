@@ -418,9 +418,9 @@ def stage_select(exp):
 def checkpoints_to_evaluate(exp, selected):
     """[(label, run name, updates, k, description, seed)], one per checkpoint file."""
     s = exp.settings
-    u, seed1 = s["updates"], s["sweep_seed"]
+    u = s["updates"]
     rows = []
-    for seed in [seed1] + exp.derived["fresh_seeds"]:
+    for seed in all_seeds(exp):
         rows.append((f"s{seed}-k0", run_name(seed, 0), u, 0, "k = 0", seed))
         rows.append((f"s{seed}-k0-2U", run_name(seed, 0), 2 * u, 0, "k = 0 at 2U", seed))
         rows.append((f"s{seed}-k1", run_name(seed, 1, selected), u, 1, describe(1, selected), seed))
@@ -586,19 +586,19 @@ def verdict_comparisons(exp, raw, column, valid_scores):
 
     s = exp.settings
     u = s["updates"]
-    all_seeds = [str(x) for x in [s["sweep_seed"]] + exp.derived["fresh_seeds"]]
+    every_seed = [str(x) for x in all_seeds(exp)]
     fresh = [str(x) for x in exp.derived["fresh_seeds"]]
     measures = [(f"headline {column}", verdict.checkpoint_scores(raw, column)),
                 ("headline t=0", verdict.checkpoint_scores(raw, "t=0")),
                 ("valid at θ", valid_scores)]
     out = {}
     for measure, scores in measures:
-        out[f"{measure}: equal updates ({u}), seeds {','.join(all_seeds)}"] = verdict.compare(
-            scores, "s{seed}-k1", "s{seed}-k0", all_seeds)
+        out[f"{measure}: equal updates ({u}), seeds {','.join(every_seed)}"] = verdict.compare(
+            scores, "s{seed}-k1", "s{seed}-k0", every_seed)
         out[f"{measure}: equal updates ({u}), fresh seeds {','.join(fresh)}"] = verdict.compare(
             scores, "s{seed}-k1", "s{seed}-k0", fresh)
-        out[f"{measure}: equal tokens (k = 0 at {2 * u}), seeds {','.join(all_seeds)}"] = verdict.compare(
-            scores, "s{seed}-k1", "s{seed}-k0-2U", all_seeds)
+        out[f"{measure}: equal tokens (k = 0 at {2 * u}), seeds {','.join(every_seed)}"] = verdict.compare(
+            scores, "s{seed}-k1", "s{seed}-k0-2U", every_seed)
     return out
 
 
@@ -718,7 +718,7 @@ def write_report(exp, selected):
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
 
     points = {}
-    for seed in [s["sweep_seed"]] + exp.derived["fresh_seeds"]:
+    for seed in all_seeds(exp):
         points[seed] = {"k0": [(tokens[f"s{seed}-k0"], headline[f"s{seed}-k0"]),
                                (tokens[f"s{seed}-k0-2U"], headline[f"s{seed}-k0-2U"])],
                         "k1": (tokens[f"s{seed}-k1"], headline[f"s{seed}-k1"])}
