@@ -29,8 +29,9 @@ setup(
         "numpy",
     ],
     extras_require={
-        # transformers and protobuf for tests/test_export.py (the Hugging Face export)
-        "test": ["pytest>=7", "pytest-xdist", "scipy", "scikit-learn", "matplotlib",
+        # transformers and protobuf for tests/test_export.py (the Hugging Face export);
+        # pytest-randomly shuffles the suite's order (scripts/test.sh fixes the seed)
+        "test": ["pytest>=7", "pytest-xdist", "pytest-randomly>=3.12", "scipy", "scikit-learn", "matplotlib",
                  "transformers>=5,<6", "protobuf"],
         # scripts/reproduce_verdict.py: its evaluation (scripts/evaluate.py's) and plots
         "repro": ["scipy", "scikit-learn", "matplotlib"],

@@ -1,6 +1,7 @@
 """Shared fixtures: small binarized corpora cut from real text, and a runner for
 the fairseq command-line tools exactly as users call them."""
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 USER_DIR = str(REPO / "fairseq_meta")
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Every subprocess a test starts is killed after this long: a guard against a hang,
+# never a timing assertion. The slowest single subprocess of the suite
+# (scripts/reproduce_verdict.py --quick) took 572 s on an idle 2-core machine and
+# under 900 s on a loaded one; this is 4x that (issue 22).
+HANG_GUARD_S = 3600
 
 # A RoBERTa small enough for CPU tests; dropout 0 where tests compare numbers.
 TINY_ROBERTA = [
@@ -61,6 +68,30 @@ def binarize(destdir, train_lines, valid_lines, srcdict=None, nwords=800):
     return destdir
 
 
+def test_seed(config):
+    """The seed every test's random state starts from: pytest-randomly's
+    ``--randomly-seed`` when the plugin is active (CI runs it with a fixed,
+    printed seed), else 0."""
+    seed = getattr(config.option, "randomly_seed", None)
+    return seed if isinstance(seed, int) else 0
+
+
+@pytest.fixture(autouse=True)
+def same_random_state_whatever_ran_before(request):
+    """Every test starts from the same torch, numpy and ``random`` state, whatever
+    ran before it in its process. Without this a model built without an explicit
+    seed (most in-process tests) is initialised from the torch generator as the
+    previous tests in the same pytest-xdist worker left it, and which tests those
+    are changes with the machine's load (issue 23: a finite-difference check
+    passed for one initialisation and not another)."""
+    import numpy as np
+
+    seed = test_seed(request.config)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 @pytest.fixture(scope="session")
 def wiki_lines():
     return _text_lines(SHARED_DATA / "wikitext-2" / "valid.txt", 700)
@@ -102,9 +133,17 @@ def float64_fairseq(monkeypatch):
     )
 
 
-def assert_matches_finite_differences(model, grads, loss_at, rel, directions=3, eps=1e-6):
-    """``grads`` (name -> tensor) against central finite differences of
-    ``loss_at(shifted_model)`` along random directions (seeded), in float64."""
+def assert_matches_finite_differences(model, grads, loss_at, rel, directions=3, eps=1e-5):
+    """``grads`` (name -> tensor) against finite differences of
+    ``loss_at(shifted_model)`` along random directions (seeded), in float64.
+
+    The derivative is Richardson's extrapolation of two central differences,
+    (4 D(ε/2) − D(ε)) / 3, whose error is O(ε⁴) instead of the central
+    difference's O(ε²). With a large inner step the meta-test loss is strongly
+    curved: one plain central difference at ε = 1e-6 was off by 1.3e-6 of the
+    derivative for one initialisation of the test model (its error fell 100x per
+    10x smaller ε, so it was truncation, not rounding), where this estimate
+    stays below 1e-9 over 16 initialisations (issue 23)."""
     import copy
 
     def loss_shifted(scale, direction):
@@ -114,12 +153,16 @@ def assert_matches_finite_differences(model, grads, loss_at, rel, directions=3, 
                 p += scale * direction[n]
         return loss_at(shifted)
 
-    torch.manual_seed(0)
+    def central(h, direction):
+        return (loss_shifted(h, direction) - loss_shifted(-h, direction)) / (2 * h)
+
+    generator = torch.Generator().manual_seed(0)
     for _ in range(directions):
-        direction = {n: torch.randn_like(p) for n, p in model.named_parameters()}
-        fd = (loss_shifted(eps, direction) - loss_shifted(-eps, direction)) / (2 * eps)
+        direction = {n: torch.randn(p.shape, generator=generator, dtype=p.dtype)
+                     for n, p in model.named_parameters()}
+        fd = (4 * central(eps / 2, direction) - central(eps, direction)) / 3
         analytic = sum((grads[n] * direction[n]).sum().item() for n in grads)
-        assert analytic == pytest.approx(fd, rel=rel)
+        assert analytic == pytest.approx(fd, rel=rel), (analytic, fd)
 
 
 def cli_env():
@@ -127,7 +170,7 @@ def cli_env():
     return dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
 
 
-def run_cli(tool, args, cwd=None, timeout=600):
+def run_cli(tool, args, cwd=None, timeout=HANG_GUARD_S):
     """Run ``fairseq-<tool>`` as a user would (a fresh process)."""
     return subprocess.run(
         [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)],
@@ -159,7 +202,7 @@ def run_script(name, *args, cwd=None):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(
         [sys.executable, str(SCRIPTS / name), *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=HANG_GUARD_S,
     )
 
 

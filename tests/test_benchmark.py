@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO, cli_env
+from conftest import HANG_GUARD_S, REPO, cli_env
 from fairseq_meta import benchmark
 from fairseq_meta.errors import MetaConfigError
 
@@ -17,7 +17,7 @@ SCRIPT = REPO / "scripts" / "benchmark.py"
 
 def _run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, env=cli_env(), cwd=REPO, timeout=600)
+                          text=True, env=cli_env(), cwd=REPO, timeout=HANG_GUARD_S)
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from conftest import (
+from conftest import (  # noqa: E402
+    HANG_GUARD_S,
     META, REPO, SHARED_DATA, TINY_ROBERTA, USER_DIR, assert_same_weights, model_weights,
     run_cli, train,
 )
@@ -202,7 +203,7 @@ def test_pretrained_weights_fine_tune_in_stock_roberta(run, classification_data,
 
 def _python(code):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+                          capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD_S)
 
 
 def test_plugin_makes_only_checkpoint_utils_load_weights_only(uninterrupted_k1):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import torch
-from conftest import META, REPO, TINY_ROBERTA, TRAIN_DEFAULTS, cli_env
+from conftest import HANG_GUARD_S, META, REPO, TINY_ROBERTA, TRAIN_DEFAULTS, cli_env
 
 DRIVER = REPO / "tests" / "helpers" / "train_and_dump_weights.py"
 
@@ -40,7 +40,7 @@ def run_two_ranks(data, save_dir, k, extra=()):
         procs.append(subprocess.Popen([sys.executable, str(DRIVER), *args],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       env=cli_env()))
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    outs = [p.communicate(timeout=HANG_GUARD_S)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
     return [torch.load(save_dir / f"weights-rank{r}.pt") for r in range(2)]
@@ -56,7 +56,7 @@ def test_two_ranks_stay_identical_and_match_update_freq_two(corpus, tmp_path):
         proc = subprocess.run(
             [sys.executable, str(DRIVER), *common(corpus, k, ["--meta-order", order]),
              "--save-dir", str(single_dir), "--update-freq", "2"],
-            capture_output=True, text=True, timeout=600, env=cli_env())
+            capture_output=True, text=True, timeout=HANG_GUARD_S, env=cli_env())
         assert proc.returncode == 0, proc.stderr[-3000:]
         single = torch.load(single_dir / "weights-rank0.pt")
         for name in single:
@@ -76,7 +76,7 @@ def test_c10d_two_ranks_stay_identical(corpus, tmp_path):
         proc = subprocess.run(
             [sys.executable, str(REPO / "tests" / "helpers" / "c10d_meta_step.py"), str(corpus),
              str(out), order, str(free_port())],
-            capture_output=True, text=True, timeout=600, env=cli_env())
+            capture_output=True, text=True, timeout=HANG_GUARD_S, env=cli_env())
         assert proc.returncode == 0, proc.stderr[-3000:]
         r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
         # Only the meta-test backward communicates: each update all-reduces

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import stats as sstats
 
-from conftest import META, REPO, SHARED_DATA, cli_env, spm_binarize, train
+from conftest import HANG_GUARD_S, META, REPO, SHARED_DATA, cli_env, spm_binarize, train
 from fairseq_meta import glue
 from fairseq_meta.errors import MetaConfigError
 from fairseq_meta.evaluation import Settings, evaluate, glue_runs, probe, runner, stats
@@ -90,7 +90,7 @@ def test_minimum_detectable_effect_known_answers():
 # --------------------------------------------------------------------------- #
 # A tiny model and tiny GLUE
 # --------------------------------------------------------------------------- #
-def _run(*args, timeout=900):
+def _run(*args, timeout=HANG_GUARD_S):
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=cli_env(), cwd=REPO)
 

@@ -21,7 +21,7 @@ import sys
 import pytest
 import torch
 
-from conftest import META, check_ok, run_script, train
+from conftest import HANG_GUARD_S, META, check_ok, run_script, train
 
 SPECIALS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
 TOL = 1e-4
@@ -126,7 +126,7 @@ def test_model_directory_loads_with_stock_fairseq(exported, text, tmp_path):
     masked = "The <mask> of the city ."
     # A fresh process in another directory, importing only fairseq.
     proc = subprocess.run([sys.executable, "-c", HUB_PROBE, str(model_dir), sentence, masked],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["plugin_imported"] is False

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import (META, TINY_ROBERTA, TRAIN_DEFAULTS, assert_same_weights, cli_env,
+from conftest import (HANG_GUARD_S, META, TINY_ROBERTA, TRAIN_DEFAULTS, assert_same_weights, cli_env,
                       model_weights, train)
 
 
@@ -28,7 +28,7 @@ def kill_after_update(data, save_dir, args, update):
                 proc.send_signal(signal.SIGKILL)
                 break
     finally:
-        proc.wait(timeout=120)
+        proc.wait(timeout=HANG_GUARD_S)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 

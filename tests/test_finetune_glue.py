@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import META, REPO, SHARED_DATA, cli_env, spm_binarize, train
+from conftest import HANG_GUARD_S, META, REPO, SHARED_DATA, cli_env, spm_binarize, train
 from fairseq_meta import finetune
 from fairseq_meta.errors import MetaConfigError
 
@@ -22,7 +22,7 @@ SCRIPT = REPO / "scripts" / "finetune_glue.py"
 ROWS = 40
 
 
-def _run(script, *args, timeout=300):
+def _run(script, *args, timeout=HANG_GUARD_S):
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=cli_env(), cwd=REPO)
 

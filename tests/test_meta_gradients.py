@@ -98,7 +98,7 @@ def test_second_order_matches_finite_differences(corpus, float64_fairseq):
         model, got,
         lambda shifted: meta_test_loss(adapted_copy(shifted, criterion, episode["meta_train"]),
                                        criterion, episode).item(),
-        rel=1e-6)
+        rel=1e-7)
 
     # The check discriminates: the first-order gradient misses the second-order term.
     fast = adapted_copy(model, criterion, episode["meta_train"])

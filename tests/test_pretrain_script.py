@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from fairseq_meta import pretrain
 from fairseq_meta.errors import MetaConfigError
 from fairseq_meta.threads import intra_op_threads, thread_env
@@ -152,7 +152,7 @@ def test_progress_shows_percent_eta_and_validations(monkeypatch):
 def _pretrain_sh(run_dir, *inputs, **env):
     env = dict(os.environ, RUN_DIR=str(run_dir), OMP_NUM_THREADS="1", WORKERS="1", **env)
     return subprocess.run(["bash", str(REPO / "scripts" / "pretrain.sh"), *map(str, inputs)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=1200)
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=HANG_GUARD_S)
 
 
 def test_misspelled_extra_arg_stops_before_any_work(tmp_path):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import HANG_GUARD_S, REPO, SHARED_DATA
 from fairseq_meta import experiment, verdict_experiment as ve
 from fairseq_meta.errors import MetaConfigError
 
@@ -23,7 +23,7 @@ needs_data = pytest.mark.skipif(
     reason="needs ../shared/data")
 
 
-def _run(*args, timeout=1800):
+def _run(*args, timeout=HANG_GUARD_S):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=REPO)
@@ -138,7 +138,7 @@ def test_no_supervised_phase_needs_no_held_out_tasks():
 
 def test_bad_input_on_the_command_line_is_one_line_and_creates_nothing(tmp_path):
     out = tmp_path / "out"
-    proc = _run("--quick", "--out-dir", out, "--data-root", tmp_path / "nope", timeout=120)
+    proc = _run("--quick", "--out-dir", out, "--data-root", tmp_path / "nope")
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
     assert err[0].startswith("reproduce_verdict.py: error: corpus") and "not found" in err[0]
@@ -294,6 +294,6 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
     assert set(json.loads((out / "results.json").read_text())["headline_scores"]) == labels
 
     # other settings for the same OUT: one line, nothing run
-    proc = _run("--quick", "--out-dir", out, "--updates", 12, timeout=300)
+    proc = _run("--quick", "--out-dir", out, "--updates", 12)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "other settings (updates)" in err[0], proc.stderr
