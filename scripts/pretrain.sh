@@ -10,7 +10,7 @@
 # scripts/prepare_corpus.py) unless the same content was built before; run
 # fairseq-train with the fairseq_meta plugin (full log: $RUN_DIR/train.log),
 # showing progress with an ETA; end with the valid loss, the checkpoints and the
-# next commands. The work is done by python -m fairseq_meta.pretrain.
+# next commands. The work is done by python -m fairseq_meta.run.pretrain.
 #
 # Environment overrides:
 #   RUN_DIR     output directory (default: <repo>/runs/pretrain-demo)
@@ -54,6 +54,6 @@ source "$REPO/scripts/setup_env.sh"
 # Logging is set to warnings before fairseq is imported: one of its tasks announces
 # an optional tensorboardX at import time although tensorboard logging works.
 exec python -c 'import logging, runpy; logging.basicConfig(level=logging.WARNING)
-runpy.run_module("fairseq_meta.pretrain", run_name="__main__", alter_sys=True)' \
+runpy.run_module("fairseq_meta.run.pretrain", run_name="__main__", alter_sys=True)' \
   --run-dir "$RUN_DIR" --max-update "$MAX_UPDATE" --workers "$WORKERS" \
   --extra-args "$EXTRA_ARGS" -- "$@"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import HANG_GUARD_S, REPO, cli_env
-from fairseq_meta import benchmark
+from fairseq_meta.experiments import benchmark
 from fairseq_meta.errors import MetaConfigError
 
 SCRIPT = REPO / "scripts" / "benchmark.py"

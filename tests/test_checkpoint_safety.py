@@ -263,9 +263,9 @@ def test_crafted_checkpoint_is_refused_by_the_hub_loader(evil, base, corpus):
 
 
 def test_crafted_checkpoint_is_refused_by_the_finetuning_driver(evil):
-    """fairseq_meta.finetune (scripts/finetune_glue.py) reads the model size from
+    """fairseq_meta.run.finetune (scripts/finetune_glue.py) reads the model size from
     the checkpoint before it starts fairseq-hydra-train."""
-    from fairseq_meta import finetune
+    from fairseq_meta.run import finetune
 
     path, marker = evil
     with pytest.raises(MetaConfigError, match=f"^refusing to load checkpoint {path}: it needs "):

@@ -14,7 +14,7 @@ import torch
 from scipy import stats as sstats
 
 from conftest import HANG_GUARD_S, META, REPO, SHARED_DATA, cli_env, spm_binarize, train
-from fairseq_meta import glue
+from fairseq_meta.prep import glue
 from fairseq_meta.errors import MetaConfigError
 from fairseq_meta.evaluation import Settings, evaluate, glue_runs, probe, runner, stats
 from fairseq_meta.evaluation.model import inspect, load_encoder, make_untrained
@@ -136,7 +136,7 @@ def glue_dir(tmp_path_factory, wiki_lines):
 
 @pytest.fixture(scope="module")
 def prepared(glue_dir, spm_corpus, tmp_path_factory):
-    from fairseq_meta import glue_data
+    from fairseq_meta.prep import glue_data
 
     dest = tmp_path_factory.mktemp("ev_prepared")
     tasks, _ = glue_data.select_tasks(str(glue_dir), ["RTE", "STS-B"])

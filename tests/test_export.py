@@ -267,7 +267,7 @@ ERRORS = {
 @pytest.mark.parametrize("case", ERRORS)
 def test_bad_input_is_refused_before_anything_is_written(case, exported, text, tmp_path):
     from fairseq_meta.errors import MetaConfigError
-    from fairseq_meta.export import export
+    from fairseq_meta.run.export import export
 
     root = exported["root"]
     if not (root / "small.txt").exists():

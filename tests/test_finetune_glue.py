@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import HANG_GUARD_S, META, REPO, SHARED_DATA, cli_env, spm_binarize, train
-from fairseq_meta import finetune
+from fairseq_meta.run import finetune
 from fairseq_meta.errors import MetaConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

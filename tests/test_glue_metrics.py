@@ -1,4 +1,4 @@
-"""fairseq_meta/glue_metrics.py against scikit-learn and scipy (the references fairseq's
+"""fairseq_meta/prep/glue_metrics.py against scikit-learn and scipy (the references fairseq's
 own sentence_prediction criterion uses), on random inputs and degenerate ones."""
 import ast
 import math
@@ -10,8 +10,8 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from conftest import REPO
-from fairseq_meta import glue
-from fairseq_meta import glue_metrics as gm
+from fairseq_meta.prep import glue
+from fairseq_meta.prep import glue_metrics as gm
 from fairseq_meta.errors import MetaConfigError
 
 PATH = REPO / "fairseq_meta" / "glue_metrics.py"
@@ -149,7 +149,7 @@ def test_length_mismatch_and_empty_inputs_are_errors():
         gm.pearson([], [])
 
 
-# --- task table (fairseq_meta/glue.py) -----------------------------------------
+# --- task table (fairseq_meta/prep/glue.py) -----------------------------------------
 
 def test_metrics_by_task():
     metrics = {name: task.metrics for name, task in glue.GLUE_TASKS.items()}

@@ -1,4 +1,4 @@
-"""The main job (scripts/pretrain.sh -> fairseq_meta.pretrain): the thread policy,
+"""The main job (scripts/pretrain.sh -> fairseq_meta.run.pretrain): the thread policy,
 training flags checked before any work, data reuse keyed on content, progress with an
 ETA, a bounded number of checkpoints, and an end-of-run summary."""
 import json
@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from conftest import HANG_GUARD_S, REPO
-from fairseq_meta import pretrain
+from fairseq_meta.run import pretrain
 from fairseq_meta.errors import MetaConfigError
-from fairseq_meta.threads import intra_op_threads, thread_env
+from fairseq_meta.run.threads import intra_op_threads, thread_env
 
 
 # --------------------------------------------------------------------------- #

@@ -1,4 +1,4 @@
-"""scripts/reproduce_verdict.py (fairseq_meta/verdict_experiment.py): the selection rule on
+"""scripts/reproduce_verdict.py (fairseq_meta/experiments/reproduce_verdict/): the selection rule on
 hand-written fairseq log lines, bad input, and --quick end to end on ../shared/data
 (corpus -> sweep -> selection -> verdict runs -> adaptation evaluation -> report), checked
 against the raw logs and evaluation results, then resumed after one step's output is
@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import HANG_GUARD_S, REPO, SHARED_DATA
-from fairseq_meta import experiment, verdict_experiment as ve
+from fairseq_meta.experiments import experiment, reproduce_verdict as ve
 from fairseq_meta.errors import MetaConfigError
 
 SCRIPT = REPO / "scripts" / "reproduce_verdict.py"

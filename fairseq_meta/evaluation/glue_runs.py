@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import glue
+from ..prep import glue
 from ..errors import MetaConfigError
-from ..finetune import DEFAULT_CONFIG_DIR, USER_DIR, model_overrides
+from ..run.finetune import DEFAULT_CONFIG_DIR, USER_DIR, model_overrides
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import corpus
+from ..prep import corpus
 from ..errors import MetaConfigError
-from ..finetune import EMBED_KEY, _get, check_vocabulary_size, read_pretrained
+from ..run.finetune import EMBED_KEY, _get, check_vocabulary_size, read_pretrained
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Checkpoint:
     sha256: str
     num_updates: int
     vocab: int
-    model: dict        # sizes and max_positions (fairseq_meta.finetune.read_pretrained)
+    model: dict        # sizes and max_positions (fairseq_meta.run.finetune.read_pretrained)
     dict_path: str
     spm_model: str
 
@@ -198,7 +198,7 @@ def make_untrained(source, out_path, seed=None):
 # Text of a domain, as blocks of token ids
 # --------------------------------------------------------------------------- #
 def read_text_blocks(path, sp, dictionary, block_tokens):
-    """The text file ``path`` (documents as :func:`fairseq_meta.corpus.read_documents`
+    """The text file ``path`` (documents as :func:`fairseq_meta.prep.corpus.read_documents`
     reads them) encoded with the pre-training sentencepiece model and dictionary,
     concatenated (an end-of-sentence after each line) and cut into blocks of
     ``block_tokens`` ids, as ``masked_lm`` with ``--sample-break-mode none``; the

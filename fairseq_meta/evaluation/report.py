@@ -144,7 +144,7 @@ def write_report(out_dir, report):
 
 
 def glue_regression(task):
-    from .. import glue
+    from ..prep import glue
 
     return glue.lookup(task).regression
 

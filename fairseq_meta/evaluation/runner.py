@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import glue
+from ..prep import glue
 from ..errors import MetaConfigError
-from ..finetune import DEFAULT_CONFIG_DIR, REPO
+from ..run.finetune import DEFAULT_CONFIG_DIR, REPO
 from . import stats
 from .model import inspect
 
@@ -118,7 +118,7 @@ def check_glue(settings):
     """[(GlueTask, [(split, path)])] of the tasks, each with train and dev files
     whose labels are readable (the first rows are read here, all of them when the
     data is prepared)."""
-    from .. import glue_data
+    from ..prep import glue_data
 
     if not Path(settings.glue_dir).is_dir():
         raise MetaConfigError(f"--glue-dir {settings.glue_dir} not found")
@@ -157,7 +157,7 @@ def check(settings, log=_quiet):
     if set(settings.measurements) & {"finetune", "fewshot", "probe"}:
         tasks = check_glue(settings)
     if "adaptation" in settings.measurements:
-        from .. import corpus
+        from ..prep import corpus
         from .model import load_dictionary, read_text_blocks
 
         for d, s in {(c.dict_path, c.spm_model) for c in checkpoints}:
@@ -233,7 +233,7 @@ _CACHE = {}
 def _domain(settings, ck):
     key = (ck.dict_path, ck.spm_model, ck.model["max_positions"])
     if key not in _CACHE:
-        from .. import corpus
+        from ..prep import corpus
         from .adaptation import make_eval_set
         from .model import load_dictionary, read_text_blocks
 
@@ -395,7 +395,7 @@ def aggregate(settings, checkpoints, task_names, results):
 
 
 def aggregate_probe(settings, labels, task_names, results):
-    from ..glue_metrics import METRICS
+    from ..prep.glue_metrics import METRICS
 
     base = labels[0]
     idx_cache, scores = {}, {}
@@ -466,7 +466,7 @@ def versions():
 
 def prepare_glue_data(settings, checkpoints, tasks, out_dir, log):
     """{dict_path: {task: prepared dir}}, prepared once per dictionary (cached)."""
-    from .. import glue_data
+    from ..prep import glue_data
 
     dirs = {}
     for d, s in sorted({(c.dict_path, c.spm_model) for c in checkpoints}):
@@ -508,7 +508,7 @@ def evaluate(settings, log=_quiet):
         else:
             task_dir = glue_dirs[ck.dict_path][unit["task"]] if "task" in unit else None
             todo.append((settings, ck, unit, task_dir))
-    from ..threads import intra_op_threads
+    from ..run.threads import intra_op_threads
 
     threads, why = intra_op_threads(settings.jobs)
     log(f"{len(units)} units, {len(units) - len(todo)} done before; running {len(todo)} "

@@ -10,7 +10,7 @@ from fairseq.tasks.sentence_prediction import SentencePredictionConfig, Sentence
 from omegaconf import II, MISSING, OmegaConf, open_dict
 
 from ..errors import MetaConfigError
-from ..glue import real_labels
+from ..data.labels import real_labels
 from ..data.multi_task_dataset import MultiTaskDataset
 from ..data.temperature_sampling import resample, sampling_probabilities
 from .meta_task import MetaTask, MetaTaskConfig, _resolved

@@ -6,7 +6,7 @@ Every function takes ``(preds, labels)`` — predictions first, as fairseq's
 leaderboard and the RoBERTa paper do.
 
 Which task is scored with which metrics is part of the task table in
-``fairseq_meta/glue.py``.
+``fairseq_meta/prep/glue.py``.
 
 Degenerate inputs follow scikit-learn / scipy: F1 with no positive prediction and no
 positive label is 0; Matthews correlation is 0 when either side is constant; Pearson and
@@ -96,7 +96,7 @@ def spearman(preds, labels):
     return pearson(rankdata(p), rankdata(y))
 
 
-# Metric name -> function; a task names its metrics (fairseq_meta/glue.py).
+# Metric name -> function; a task names its metrics (fairseq_meta/prep/glue.py).
 METRICS = {
     "accuracy": accuracy,
     "f1": f1,

@@ -16,7 +16,7 @@ import re
 import tokenize
 import warnings
 
-from .errors import MetaConfigError
+from ..errors import MetaConfigError
 
 # Directories that hold tests, tools or third-party code rather than library docs.
 SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages",

@@ -11,7 +11,7 @@ interleaved *update by update* (A, B, C, A, B, C, ...), timing each update, so
 that load from elsewhere on the machine falls on every configuration alike;
 ``rounds`` such processes, the order rotated each round. Memory: one fresh process
 per configuration (peak RSS on CPU, torch.cuda.max_memory_allocated on GPU). The
-workers get their thread count from :mod:`fairseq_meta.threads`.
+workers get their thread count from :mod:`fairseq_meta.run.threads`.
 """
 import argparse
 import json
@@ -24,10 +24,11 @@ import sys
 import tempfile
 import time
 
-from .errors import MetaConfigError
-from .threads import intra_op_threads, thread_env
+from ..errors import MetaConfigError
+from ..run.paths import USER_DIR as _USER_DIR
+from ..run.threads import intra_op_threads, thread_env
 
-USER_DIR = os.path.dirname(os.path.abspath(__file__))
+USER_DIR = str(_USER_DIR)
 
 CONFIGS = {
     "masked_lm": ["--task", "masked_lm", "--criterion", "masked_lm", "--optimizer", "adam"],
@@ -133,8 +134,8 @@ def memory_worker(args, config):
 
 
 def run_worker(args, mode, what, env=None):
-    """One worker process (``python -m fairseq_meta.benchmark --worker ...``); its JSON line."""
-    cmd = [sys.executable, "-m", "fairseq_meta.benchmark", "--worker", mode, "--what", what,
+    """One worker process (``python -m fairseq_meta.experiments.benchmark --worker ...``); its JSON line."""
+    cmd = [sys.executable, "-m", "fairseq_meta.experiments.benchmark", "--worker", mode, "--what", what,
            "--data", args.data, "--model", args.model, "--updates", str(args.updates),
            "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
            "--tokens-per-sample", str(args.tokens_per_sample)]
@@ -219,7 +220,7 @@ def table(args, configs, rounds, memory):
 
 
 def _worker_main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fairseq_meta.benchmark")
+    p = argparse.ArgumentParser(prog="python -m fairseq_meta.experiments.benchmark")
     p.add_argument("--worker", choices=["throughput", "memory"], required=True)
     p.add_argument("--what", required=True)
     p.add_argument("--data", required=True)

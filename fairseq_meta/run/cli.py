@@ -9,7 +9,7 @@ bad input), with no traceback.
 import sys
 import time
 
-from .errors import MetaConfigError
+from ..errors import MetaConfigError
 
 
 class Cli:

@@ -4,8 +4,8 @@ Every GLUE fact the project uses lives in :data:`GLUE_TASKS`: how to read the
 task's files (columns, header, splits), what its label is (class names in
 class-id order, or a regression score), how it is scored (metrics, the GLUE
 score), which fine-tuning config it uses and whether it is one sentence or a
-pair. Preparing data (:mod:`fairseq_meta.glue_data`) reads files with it,
-fine-tuning (:mod:`fairseq_meta.finetune`) checks data and configs against it and
+pair. Preparing data (:mod:`fairseq_meta.prep.glue_data`) reads files with it,
+fine-tuning (:mod:`fairseq_meta.run.finetune`) checks data and configs against it and
 scores with it, and so does every report of GLUE scores (:func:`task_score`).
 
 Adding a GLUE-format task is one :class:`GlueTask` entry here, or a JSON file
@@ -13,7 +13,7 @@ with the same fields given to ``prepare_glue.py --task-file`` (see
 :func:`task_from_dict`); ``prepare_glue.py`` writes the record into the task's
 ``meta.json`` so fine-tuning finds it there too.
 
-The metric functions themselves are in :mod:`fairseq_meta.glue_metrics`
+The metric functions themselves are in :mod:`fairseq_meta.prep.glue_metrics`
 (numpy only); here a task names them.
 
 The GLUE score of a task is the unweighted mean of its metrics (Wang et al.
@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import glue_metrics
-from .errors import MetaConfigError
+from ..data.labels import is_padding_symbol, real_labels  # noqa: F401 (part of this API)
+from ..errors import MetaConfigError
 
 __all__ = [
     "GlueTask", "Split", "GLUE_TASKS", "task_key", "lookup", "find_task_dir",
@@ -58,7 +59,7 @@ class GlueTask:
     for a file without header (``header=False``, exactly ``columns`` columns).
     ``labels`` is the label set in class-id order; ``None`` means regression (a
     float score). ``metrics`` names functions of
-    :data:`fairseq_meta.glue_metrics.METRICS`, the headline one first; F1 counts
+    :data:`fairseq_meta.prep.glue_metrics.METRICS`, the headline one first; F1 counts
     class ``"1"`` as positive. ``config`` is the fine-tuning config's name
     (``configs/finetune/<config>.yaml``).
     """
@@ -166,19 +167,6 @@ def find_task_dir(root, name):
             if entry.is_dir() and task_key(entry.name) == task_key(name):
                 return entry
     return None
-
-
-_PADDING = re.compile(r"madeupword\d{4}")
-
-
-def is_padding_symbol(symbol):
-    """fairseq-preprocess pads a dictionary to a multiple of 8 with madeupwordNNNN."""
-    return bool(_PADDING.fullmatch(symbol))
-
-
-def real_labels(symbols):
-    """The label symbols of a label dictionary, without fairseq's padding."""
-    return [s for s in symbols if not is_padding_symbol(s)]
 
 
 def read_label_dict(path):

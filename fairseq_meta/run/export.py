@@ -32,7 +32,7 @@ from argparse import Namespace
 
 import torch
 
-from .errors import MetaConfigError
+from ..errors import MetaConfigError
 
 HUB_CHECKPOINT = "model.pt"
 HUB_DICT = "dict.txt"

@@ -1,11 +1,11 @@
 """The machinery of ``scripts/reproduce_verdict.py`` (its stages are
-:mod:`fairseq_meta.verdict_experiment`): an experiment directory and its settings,
+:mod:`fairseq_meta.experiments.reproduce_verdict`): an experiment directory and its settings,
 the mode settings and their command-line flags, and steps run as subprocesses.
 
 Every finished step leaves a marker (``.done``) and is skipped when run again with
 the same OUT and settings; an interrupted fairseq-train resumes from its
 checkpoint_last.pt. Other settings for an existing OUT are an error. Steps run
-``jobs`` at a time with the thread policy of :mod:`fairseq_meta.threads`.
+``jobs`` at a time with the thread policy of :mod:`fairseq_meta.run.threads`.
 
 (The first, paper-style reproduction, ``scripts/reproduce.py`` with its 60-update
 GLUE fine-tuning, lived here until commit 0db0149; docs/results.md keeps its results.)
@@ -19,11 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import Cli
-from .errors import MetaConfigError
+from ..run.cli import Cli
+from ..errors import MetaConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-USER_DIR = REPO / "fairseq_meta"
+from ..run.paths import REPO, SHARED_DATA, USER_DIR  # noqa: F401 (USER_DIR: for the stages)
 
 cli = Cli("reproduce_verdict.py")
 
@@ -59,11 +58,11 @@ def add_mode_arguments(parser, modes, quick_help, data_root_help, jobs_help, rep
     """The command-line arguments of a reproduction script: --out-dir,
     --quick, --data-root, --jobs, one flag per setting of ``modes`` (default None:
     the mode's value) and --report-only."""
-    from .threads import cpu_count
+    from ..run.threads import cpu_count
 
     parser.add_argument("--out-dir", required=True, metavar="DIR")
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"), metavar="DIR",
+    parser.add_argument("--data-root", default=str(SHARED_DATA), metavar="DIR",
                         help=data_root_help)
     parser.add_argument("--jobs", type=int, default=cpu_count(), metavar="N", help=jobs_help)
     for key, value in modes["full"].items():

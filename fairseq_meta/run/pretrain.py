@@ -7,7 +7,7 @@ then the data is built, or reused when its inputs' *content* is unchanged; then
 ``fairseq-train`` runs with its full log in ``RUN_DIR/train.log`` while the console
 shows a short header, progress with an ETA and an end-of-run summary.
 
-    python -m fairseq_meta.pretrain --run-dir DIR --max-update N [--extra-args "..."] [TEXT ...]
+    python -m fairseq_meta.run.pretrain --run-dir DIR --max-update N [--extra-args "..."] [TEXT ...]
 """
 import argparse
 import importlib.util
@@ -24,13 +24,12 @@ import time
 import warnings
 from pathlib import Path
 
+from ..errors import MetaConfigError
 from .cli import Cli, run
-from .errors import MetaConfigError
+from .paths import REPO, USER_DIR
 from .threads import intra_op_threads, thread_env
 
 PROG = "pretrain"
-REPO = Path(__file__).resolve().parents[1]
-USER_DIR = REPO / "fairseq_meta"
 STDLIB_CORPUS = "default corpus: Python standard library docstrings"
 # Checkpoints kept besides checkpoint_best.pt and checkpoint_last.pt.
 KEEP_INTERVAL_CHECKPOINTS = 2
@@ -126,7 +125,7 @@ def input_fingerprint(inputs):
     if not inputs:
         # The corpus is made from this Python's standard library by this code.
         h = hashlib.sha256(f"{sys.version}\n{sysconfig.get_paths()['stdlib']}\n".encode())
-        for code in (REPO / "scripts" / "stdlib_corpus.py", USER_DIR / "stdlib_corpus.py"):
+        for code in (USER_DIR / "commands" / "stdlib_corpus.py", USER_DIR / "prep" / "stdlib_corpus.py"):
             h.update(code.read_bytes() if code.exists() else b"")
         return {STDLIB_CORPUS: h.hexdigest()}
     prints = {}

@@ -35,7 +35,7 @@ def intra_op_threads(jobs=1, environ=None, cpus=None, load=None):
         if given.isdigit() and int(given) > 0:
             return int(given), "OMP_NUM_THREADS is set"
         # torch would ignore it with a warning; say so now instead
-        from .errors import MetaConfigError
+        from ..errors import MetaConfigError
 
         raise MetaConfigError(f"OMP_NUM_THREADS must be a positive integer (got '{given}')")
     if jobs > 1:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 
-from .errors import MetaConfigError
+from ..errors import MetaConfigError
 
 DEFAULT_VOCAB_SIZE = 8000
 PG_START = re.compile(r"^\s*\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG", re.I)

@@ -3,7 +3,7 @@
 
 For every task x seed this runs ``fairseq-hydra-train`` (as ``python -m
 fairseq_cli.hydra_train``) with the task's config (``<config-dir>/<config>.yaml``,
-the config name from the task's record in :data:`fairseq_meta.glue.GLUE_TASKS`;
+the config name from the task's record in :data:`fairseq_meta.prep.glue.GLUE_TASKS`;
 ``configs/finetune`` holds fairseq's RoBERTa GLUE recipe), adding what depends on
 the checkpoint (its model size and max_positions, read from its own config),
 then loads the run's ``checkpoint_best.pt``, predicts the dev split(s) and scores
@@ -11,7 +11,7 @@ them with the task's metrics. Results: ``OUT/results.json`` (per task, split and
 seed, with mean and std over seeds) and ``OUT/results.md`` (a table). All metrics
 are reported x 100 (accuracy in %, correlations x 100), as GLUE does.
 
-Data: ``GLUE_DATA/<TASK>/`` as written by :mod:`fairseq_meta.glue_data`. A task
+Data: ``GLUE_DATA/<TASK>/`` as written by :mod:`fairseq_meta.prep.glue_data`. A task
 outside the table is known by the record ``prepare_glue.py --task-file`` wrote
 into its ``meta.json``. Without an explicit task list, every task directory with
 a config is fine-tuned and the others are named as skipped.
@@ -27,12 +27,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import glue
-from .errors import MetaConfigError
+from ..errors import MetaConfigError
+from ..prep import glue
+from .paths import CONFIG_DIR, REPO, USER_DIR
 
-REPO = Path(__file__).resolve().parents[1]
-USER_DIR = REPO / "fairseq_meta"
-DEFAULT_CONFIG_DIR = REPO / "configs" / "finetune"
+DEFAULT_CONFIG_DIR = CONFIG_DIR / "finetune"
 
 # Model options that shape the encoder's weights (beyond the four sizes), passed on
 # when the checkpoint's value differs from fairseq's `roberta` base architecture.
@@ -104,7 +103,7 @@ def select_tasks(args, log=_quiet):
                                       "(make it with scripts/prepare_glue.py)")
             record = task_record(task_dir)
             if record is None:
-                raise MetaConfigError(f"{task_dir}: unknown task (not in fairseq_meta/glue.py, "
+                raise MetaConfigError(f"{task_dir}: unknown task (not in fairseq_meta/prep/glue.py, "
                                       "and its meta.json has no task_record)")
             if record.name not in [r.name for r, _ in selected]:
                 selected.append((record, task_dir))
@@ -157,7 +156,7 @@ def read_pretrained(path):
     path = Path(path)
     if not path.is_file():
         raise MetaConfigError(f"checkpoint {path} not found")
-    from .checkpoints import load_checkpoint
+    from ..checkpoints import load_checkpoint
 
     try:
         state = load_checkpoint(path)
@@ -234,7 +233,7 @@ def _bool(value):
 
 
 def check_task(record, task_dir, args, pre):
-    """Everything one task (its :class:`~fairseq_meta.glue.GlueTask` ``record``,
+    """Everything one task (its :class:`~fairseq_meta.prep.glue.GlueTask` ``record``,
     data in ``task_dir``) needs, checked; returns its plan (paths, config values)."""
     task = record.name
     config_name = record.config

@@ -3,13 +3,13 @@
 
 Every sentence is encoded with the *pre-training* sentencepiece model and
 binarized against the *pre-training* dictionary, so token ids match a model
-pre-trained on data made by :func:`fairseq_meta.corpus.prepare_corpus`; the
-encoding is exactly that of pre-training text (:func:`~fairseq_meta.corpus.normalize`,
-then :func:`~fairseq_meta.corpus.encode_documents`). The model and the dictionary
-must come from the same run (:func:`~fairseq_meta.corpus.check_spm_matches_dict`);
+pre-trained on data made by :func:`fairseq_meta.prep.corpus.prepare_corpus`; the
+encoding is exactly that of pre-training text (:func:`~fairseq_meta.prep.corpus.normalize`,
+then :func:`~fairseq_meta.prep.corpus.encode_documents`). The model and the dictionary
+must come from the same run (:func:`~fairseq_meta.prep.corpus.check_spm_matches_dict`);
 the share of tokens the dictionary maps to ``<unk>`` is reported for every split.
 
-What a task's files look like is its record in :data:`fairseq_meta.glue.GLUE_TASKS`.
+What a task's files look like is its record in :data:`fairseq_meta.prep.glue.GLUE_TASKS`.
 The train split is optional: a task with dev data only is prepared for
 evaluation (``meta.json``: ``"evaluation_only": true``).
 
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import corpus, glue
-from .errors import MetaConfigError
+from ..errors import MetaConfigError
 
 
 def _quiet(message):
@@ -68,7 +68,7 @@ def split_files(task, task_dir):
 def select_tasks(glue_dir, names=None, tasks=None):
     """([(GlueTask, [(split, path)])], [why each other task was skipped]): the
     tasks ``names`` (all must be usable), or every task in ``tasks`` (default
-    :data:`~fairseq_meta.glue.GLUE_TASKS`) with a usable directory in ``glue_dir``."""
+    :data:`~fairseq_meta.prep.glue.GLUE_TASKS`) with a usable directory in ``glue_dir``."""
     tasks = glue.GLUE_TASKS if tasks is None else tasks
     if not os.path.exists(glue_dir):
         raise MetaConfigError(f"--glue-dir {glue_dir} not found")

@@ -1,0 +1,86 @@
+"""The meta-pretraining verdict of docs/results.md ("Verdict (issue 10)") as one
+resumable command, ``scripts/reproduce_verdict.py``.
+
+One module per part: ``settings.py`` (the modes and their checks), ``runs.py``
+(stages 1, 2, 4, 5: the runs and their commands), ``sweep.py`` (stage 3, the
+selection), ``evaluate_runs.py`` (stage 6), ``report.py`` (stage 7); :func:`run`
+below runs them in order. fairseq-train and scripts/prepare_corpus.py run as
+subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
+(``.done`` markers, ``--jobs``, one thread per job, the settings file).
+
+1. data      the Gutenberg books as one corpus (scripts/prepare_corpus.py) -> OUT/data
+2. sweep     pre-training seed ``sweep_seed``: k = 0 to 2U updates (checkpoints every
+             ``checkpoint_interval``, so U and 2U exist) and k = 1 first order for
+             every inner setting (plain SGD α, Adam-preconditioned α) to U updates
+3. select    among the k = 1 first-order sweep runs, the lowest validation loss at θ
+             (``valid_loss`` of the ``| valid |`` log records) at the largest
+             validation update that every one of them reached; ties go to the
+             setting listed first                                  -> OUT/selection.json
+4. verdict   k = 2 and k = 1 second order at the selected setting (seed ``sweep_seed``,
+             U updates), and k = 0 (2U) and the selected k = 1 (U) for every fresh
+             pre-training seed; with ``--nsp 1`` the same k = 0 / selected k = 1
+             pair with ``--sentence-objective nsp`` for every seed (sweep seed too)
+5. supervised unless ``--supervised-tasks`` is empty: those GLUE tasks binarized
+             with the corpus dictionary (scripts/prepare_glue.py) -> OUT/glue, and
+             ``meta_sentence_prediction`` on them with k = 0 and the selected k = 1,
+             both from s{seed}-k0 at U, for every seed          -> OUT/supervised
+6. evaluate  :func:`fairseq_meta.evaluation.evaluate`: adaptation on every
+             pre-training checkpoint (-> OUT/eval); fine-tuning of the supervised
+             checkpoints on ``--heldout-tasks`` (-> OUT/eval-supervised); resumable
+             per unit
+7. report    sweep table, verdict comparisons paired by pre-training seed
+             (:mod:`fairseq_meta.evaluation.verdict`) for MLM, MLM + NSP and the
+             supervised phase, and two plots
+             -> OUT/results.md, results.json, verdict_headline_vs_tokens.png,
+                sweep_adaptation_gain.png
+
+Checkpoint labels of the evaluation: ``s{seed}-k0`` (k = 0 at U), ``s{seed}-k0-2U``
+(k = 0 at 2U, the tokens of k = 1 at U), ``s{seed}-k1`` (the selected setting at U;
+for the sweep seed this is the selected sweep run) and, for the other sweep runs,
+``s{seed}-k{k}-{setting}[-second]``; MLM + NSP: ``s{seed}-k0-nsp``,
+``s{seed}-k0-nsp-2U``, ``s{seed}-k1-nsp``; supervised: ``s{seed}-sup-k0``,
+``s{seed}-sup-k1``. A checkpoint is evaluated once, under one label.
+"""
+import os
+import time
+
+from ...run.threads import intra_op_threads, thread_env
+from ..experiment import run_parallel
+from .evaluate_runs import (  # noqa: F401
+    checkpoints_to_evaluate, nsp_checkpoints_to_evaluate, stage_evaluate, stage_evaluate_supervised,
+    supervised_checkpoints,
+)
+from .report import (  # noqa: F401
+    nsp_comparisons, supervised_comparisons, sweep_rows, tokens_at, verdict_comparisons, write_report,
+)
+from .runs import (  # noqa: F401
+    after_selection_runs, all_seeds, describe, device_flags, inner_flags, nsp_runs, run_name,
+    stage_data, stage_glue, supervised_cmd, sweep_runs, train_cmd,
+)
+from .settings import MODES, PRECONDITIONERS, SUMMARY_WINDOW, VerdictExperiment, cli, settings_for  # noqa: F401
+from .sweep import read_log, read_run_log, select, stage_select  # noqa: F401
+
+
+def run(exp, report_only=False):
+    """Every stage; finished steps are skipped."""
+    threads, why = intra_op_threads(jobs=exp.jobs)
+    env = thread_env(threads, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    cli.log(f"output: {exp.out} ({'quick' if exp.quick else 'full'} mode, {exp.jobs} jobs at a "
+            f"time, {threads} thread(s) each: {why})")
+    start = time.time()
+    if not report_only:
+        stage_data(exp, env)
+        run_parallel([train_cmd(exp, *r) for r in sweep_runs(exp)], exp.jobs, env)
+    selected = stage_select(exp)
+    if not report_only:
+        run_parallel([train_cmd(exp, *r) for r in after_selection_runs(exp, selected)
+                      + nsp_runs(exp, selected)], exp.jobs, env)
+        if exp.derived["supervised_tasks"]:
+            stage_glue(exp, env)
+            run_parallel([supervised_cmd(exp, seed, k, selected) for seed in all_seeds(exp)
+                          for k in (0, 1)], exp.jobs, env)
+        stage_evaluate(exp, selected)
+        if exp.derived["supervised_tasks"]:
+            stage_evaluate_supervised(exp)
+    write_report(exp, selected)
+    cli.log(f"done in {time.time() - start:.0f}s; report: {exp.out / 'results.md'}")

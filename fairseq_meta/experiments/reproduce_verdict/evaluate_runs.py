@@ -1,0 +1,82 @@
+"""Stage 6: which checkpoints are evaluated, under which labels, and the calls of
+:func:`fairseq_meta.evaluation.evaluate` on them."""
+from pathlib import Path
+
+from .. import experiment
+from .runs import after_selection_runs, all_seeds, describe, nsp_runs, run_name, sweep_runs
+from .settings import cli
+
+def checkpoints_to_evaluate(exp, selected):
+    """[(label, run name, updates, k, description, seed)], one per checkpoint file."""
+    s = exp.settings
+    u = s["updates"]
+    rows = []
+    for seed in all_seeds(exp):
+        rows.append((f"s{seed}-k0", run_name(seed, 0), u, 0, "k = 0", seed))
+        rows.append((f"s{seed}-k0-2U", run_name(seed, 0), 2 * u, 0, "k = 0 at 2U", seed))
+        rows.append((f"s{seed}-k1", run_name(seed, 1, selected), u, 1, describe(1, selected), seed))
+    for run in sweep_runs(exp)[1:] + after_selection_runs(exp, selected)[:2]:
+        seed, k, setting, order = run
+        if k == 1 and order == "first" and setting["name"] == selected["name"]:
+            continue  # evaluated as s{seed}-k1
+        name = run_name(*run)
+        rows.append((name, name, u, k, describe(k, setting, order), seed))
+    return rows
+
+
+def nsp_checkpoints_to_evaluate(exp, selected):
+    """The MLM + NSP rows, as :func:`checkpoints_to_evaluate`: ``s{seed}-k0-nsp`` (U),
+    ``s{seed}-k0-nsp-2U`` and ``s{seed}-k1-nsp`` (the selected setting at U)."""
+    u, rows = exp.settings["updates"], []
+    for seed, k, setting, order, objective in nsp_runs(exp, selected):
+        name = run_name(seed, k, setting, order, objective)
+        if k == 0:
+            rows.append((f"s{seed}-k0-nsp", name, u, 0, describe(0, objective="nsp"), seed))
+            rows.append((f"s{seed}-k0-nsp-2U", name, 2 * u, 0, "k = 0 at 2U, MLM + NSP", seed))
+        else:
+            rows.append((f"s{seed}-k1-nsp", name, u, k, describe(k, setting, order, objective), seed))
+    return rows
+
+
+def supervised_checkpoints(exp):
+    """[(label, path)]: ``s{seed}-sup-k{k}`` for every seed, k = 0 and the selected k = 1."""
+    if not exp.derived["supervised_tasks"]:
+        return []
+    return [(f"s{seed}-sup-k{k}", exp.out / "supervised" / f"s{seed}-k{k}" / "checkpoints"
+             / "checkpoint_last.pt") for seed in all_seeds(exp) for k in (0, 1)]
+
+
+def stage_evaluate_supervised(exp):
+    """Fine-tuning (evaluate's measurement 1) of the supervised checkpoints on the
+    held-out tasks -> OUT/eval-supervised."""
+    from ...evaluation import Settings, evaluate
+
+    s = exp.settings
+    items = [f"{label}={path}" for label, path in supervised_checkpoints(exp)]
+    settings = Settings(
+        checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=["finetune"],
+        glue_dir=str(Path(exp.data_root) / "glue"), tasks=exp.derived["heldout_tasks"],
+        dict_path=str(exp.out / "data" / "dict.txt"), spm_model=str(exp.out / "data" / "spm.model"),
+        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"],
+        ft_max_train=s["ft_max_train"], jobs=exp.jobs)
+    cli.log(f"evaluate: {len(items)} supervised checkpoints x {len(exp.derived['heldout_tasks'])} "
+            f"held-out tasks x {s['ft_seeds']} fine-tuning seeds -> {exp.out / 'eval-supervised'}")
+    evaluate(settings, log=cli.log)
+
+
+def stage_evaluate(exp, selected):
+    from ...evaluation import Settings, evaluate
+
+    s = exp.settings
+    items = []
+    for label, name, updates, _, _, _ in (checkpoints_to_evaluate(exp, selected)
+                                          + nsp_checkpoints_to_evaluate(exp, selected)):
+        path = experiment.checkpoint_file(exp.out / "pretrain" / name / "checkpoints", updates)
+        items.append(f"{label}={path}")
+    settings = Settings(
+        checkpoints=items, out_dir=str(exp.out / "eval"), measurements=["adaptation"],
+        domain_train=str(exp.derived["domain"]["valid"]), domain_eval=str(exp.derived["domain"]["test"]),
+        ad_steps=exp.derived["ad_step_list"], ad_seeds=s["ad_seeds"], ad_lr=s["ad_lr"],
+        ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs)
+    cli.log(f"evaluate: {len(items)} checkpoints x {s['ad_seeds']} adaptation seeds -> {exp.out / 'eval'}")
+    evaluate(settings, log=cli.log)

@@ -1,0 +1,268 @@
+"""Stage 7: the report (reads only): OUT/results.json, results.md and two plots."""
+import json
+
+from ...errors import MetaConfigError
+from .evaluate_runs import checkpoints_to_evaluate, nsp_checkpoints_to_evaluate
+from .runs import all_seeds, run_name
+from .settings import SUMMARY_WINDOW
+from .sweep import read_run_log
+
+def tokens_at(train_rows):
+    """{update: tokens processed up to it}, summed from ``episode_tokens`` (the count
+    of every meta-train and meta-test mini-batch since the previous row). fairseq prints
+    numbers with 6 significant digits ("1.2288e+06"): the count is exact below a million
+    tokens per log row, to 6 digits above."""
+    out, tokens = {0: 0}, 0
+    for update in sorted(train_rows):
+        tokens += round(float(train_rows[update].get("episode_tokens", 0)))
+        out[update] = tokens
+    return out
+
+
+def _mean_of(rows, key):
+    values = [float(r[key]) for r in rows if key in r]
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(v, digits=3):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def sweep_rows(exp, selected, raw, column):
+    """The sweep table (sweep seed): one row per setting, k = 0 first."""
+    from ...evaluation import stats
+
+    s = exp.settings
+    u, seed = s["updates"], s["sweep_seed"]
+    base = f"s{seed}-k0"
+    entries = [(base, run_name(seed, 0), 0, "k = 0")]
+    for label, name, _, k, text, row_seed in checkpoints_to_evaluate(exp, selected):
+        if row_seed == seed and k > 0:
+            entries.append((label, name, k, text))
+    rows = []
+    for label, name, k, text in entries:
+        train, valid = read_run_log(exp.out / "pretrain" / name / "train.log")
+        window = [r for upd, r in train.items() if u * (1 - SUMMARY_WINDOW) < upd <= u]
+        at_u = valid.get(u, {})
+        row = {"label": label, "run": name, "setting": text, "k": k, "updates": u,
+               "selected": label == f"s{seed}-k1",
+               "adaptation_gain": _mean_of(window, "adaptation_gain"),
+               "inner_move": _mean_of(window, "inner_move"),
+               "outer_move": _mean_of(window, "outer_move"),
+               "support_loss": _mean_of(window, "meta_train_loss") if k else None,
+               "valid_loss": float(at_u["valid_loss"]) if "valid_loss" in at_u else None,
+               "valid_adapted_loss": (float(at_u["valid_adapted_loss"])
+                                      if "valid_adapted_loss" in at_u else None)}
+        for col in ("t=0", column):
+            per_seed = raw.get(label, {}).get(col, {})
+            row[col] = stats.summary(list(per_seed.values()))
+        if label != base and label in raw and base in raw:
+            row["vs_k0"] = stats.paired(raw[label][column], raw[base][column])
+        else:
+            row["vs_k0"] = None
+        rows.append(row)
+    return rows
+
+
+def verdict_comparisons(exp, raw, column, valid_scores):
+    """{name: verdict.compare(...)}: equal updates over every seed and over the fresh
+    seeds only, equal tokens over every seed; the headline, t = 0 and valid at θ."""
+    from ...evaluation import verdict
+
+    s = exp.settings
+    u = s["updates"]
+    every_seed = [str(x) for x in all_seeds(exp)]
+    fresh = [str(x) for x in exp.derived["fresh_seeds"]]
+    measures = [(f"headline {column}", verdict.checkpoint_scores(raw, column)),
+                ("headline t=0", verdict.checkpoint_scores(raw, "t=0")),
+                ("valid at θ", valid_scores)]
+    out = {}
+    for measure, scores in measures:
+        out[f"{measure}: equal updates ({u}), seeds {','.join(every_seed)}"] = verdict.compare(
+            scores, "s{seed}-k1", "s{seed}-k0", every_seed)
+        out[f"{measure}: equal updates ({u}), fresh seeds {','.join(fresh)}"] = verdict.compare(
+            scores, "s{seed}-k1", "s{seed}-k0", fresh)
+        out[f"{measure}: equal tokens (k = 0 at {2 * u}), seeds {','.join(every_seed)}"] = verdict.compare(
+            scores, "s{seed}-k1", "s{seed}-k0-2U", every_seed)
+    return out
+
+
+def nsp_comparisons(exp, raw, column, valid):
+    """MLM + NSP, k = 1 (selected) − k = 0 paired by pre-training seed, at equal updates
+    and equal tokens: ({name: compare} in bits, {name: compare} in accuracy points).
+    ``valid``: {label: valid record at its update}."""
+    from ...evaluation import verdict
+
+    u = exp.settings["updates"]
+    seeds = [str(x) for x in all_seeds(exp)]
+    valid_mlm = {l: float(r["valid_mlm_loss"]) for l, r in valid.items() if "valid_mlm_loss" in r}
+    valid_nsp = {l: float(r["valid_nsp_accuracy"]) for l, r in valid.items() if "valid_nsp_accuracy" in r}
+    tables = ({}, {})
+    for table, measure, scores in ((0, f"headline {column}", verdict.checkpoint_scores(raw, column)),
+                                   (0, "valid MLM at θ", valid_mlm),
+                                   (1, "valid NSP accuracy at θ", valid_nsp)):
+        for when, baseline in ((f"equal updates ({u})", "s{seed}-k0-nsp"),
+                               (f"equal tokens (k = 0 at {2 * u})", "s{seed}-k0-nsp-2U")):
+            tables[table][f"MLM + NSP, {measure}: {when}, seeds {','.join(seeds)}"] = verdict.compare(
+                scores, "s{seed}-k1-nsp", baseline, seeds)
+    return tables
+
+
+def supervised_comparisons(exp):
+    """{name: compare}: the supervised phase with the selected k = 1 − with k = 0, paired by
+    pre-training seed, fine-tuned on each held-out task and their average (points)."""
+    from ...evaluation import verdict
+
+    path = exp.out / "eval-supervised" / "results.json"
+    if not path.is_file():
+        raise MetaConfigError(f"{path} not found: the supervised evaluation has not run yet")
+    raw = verdict.load_raw([path], "finetune")
+    seeds = [str(x) for x in all_seeds(exp)]
+    heldout = exp.derived["heldout_tasks"]
+    columns = heldout + (["average"] if len(heldout) > 1 else [])
+    return {f"supervised, fine-tuned on {col}: seeds {','.join(seeds)}": verdict.compare(
+                verdict.checkpoint_scores(raw, col), "s{seed}-sup-k1", "s{seed}-sup-k0", seeds)
+            for col in columns}
+
+
+def plot_headline_vs_tokens(path, points, column):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (seed, p) in enumerate(sorted(points.items())):
+        color = f"C{i}"
+        ax.plot([p["k0"][0][0], p["k0"][1][0]], [p["k0"][0][1], p["k0"][1][1]], "o-", color=color,
+                label=f"seed {seed}: k = 0 (U, 2U)")
+        ax.plot([p["k1"][0]], [p["k1"][1]], "s", color=color, markersize=9, markerfacecolor="none",
+                label=f"seed {seed}: k = 1 (U)")
+    ax.set_xlabel("tokens processed in pre-training")
+    ax.set_ylabel(f"headline: adaptation {column} (bits, lower is better)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_adaptation_gain(path, curves):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for text, (updates, gains) in curves.items():
+        ax.plot(updates, gains, ".-", label=text)
+    ax.set_xlabel("update")
+    ax.set_ylabel("adaptation gain (bits)")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(exp, selected):
+    """OUT/results.json, results.md and the two plots from the logs, selection.json
+    and OUT/eval/results.json."""
+    from ...evaluation import verdict
+
+    s, out = exp.settings, exp.out
+    u = s["updates"]
+    column = f"t={max(exp.derived['ad_step_list'])}"
+    eval_json = out / "eval" / "results.json"
+    if not eval_json.is_file():
+        raise MetaConfigError(f"{eval_json} not found: the evaluation has not run yet")
+    raw = verdict.load_raw([eval_json], "adaptation")
+    selection = json.loads((out / "selection.json").read_text())
+    evaluated = checkpoints_to_evaluate(exp, selected) + nsp_checkpoints_to_evaluate(exp, selected)
+    missing = [label for label, *_ in evaluated if label not in raw]
+    if missing:
+        raise MetaConfigError(f"{eval_json} has no adaptation results for {', '.join(missing)}")
+    logs = {name: read_run_log(out / "pretrain" / name / "train.log")
+            for name in {name for _, name, *_ in evaluated}}
+    valid_scores, valid_rows, tokens = {}, {}, {}
+    for label, name, updates, _, _, _ in evaluated:
+        train, valid = logs[name]
+        valid_rows[label] = valid.get(updates, {})
+        if "valid_loss" in valid_rows[label]:
+            valid_scores[label] = float(valid_rows[label]["valid_loss"])
+        tokens[label] = tokens_at(train).get(updates)
+    sweep = sweep_rows(exp, selected, raw, column)
+    comparisons = verdict_comparisons(exp, raw, column, valid_scores)
+    nsp, nsp_accuracy = nsp_comparisons(exp, raw, column, valid_rows) if s["nsp"] else ({}, {})
+    supervised = supervised_comparisons(exp) if exp.derived["supervised_tasks"] else {}
+    headline = verdict.checkpoint_scores(raw, column)
+    result = {"settings": {"quick": exp.quick, **s}, "selection": selection,
+              "headline_column": column, "sweep": sweep, "tokens": tokens,
+              "valid_loss": valid_scores, "headline_scores": headline, "comparisons": comparisons,
+              "nsp_comparisons": nsp, "nsp_accuracy_comparisons": nsp_accuracy,
+              "supervised_comparisons": supervised}
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    points = {}
+    for seed in all_seeds(exp):
+        points[seed] = {"k0": [(tokens[f"s{seed}-k0"], headline[f"s{seed}-k0"]),
+                               (tokens[f"s{seed}-k0-2U"], headline[f"s{seed}-k0-2U"])],
+                        "k1": (tokens[f"s{seed}-k1"], headline[f"s{seed}-k1"])}
+    plot_headline_vs_tokens(out / "verdict_headline_vs_tokens.png", points, column)
+    curves = {}
+    for row in sweep:
+        if row["k"]:
+            train = logs[row["run"]][0]
+            pts = [(upd, float(r["adaptation_gain"])) for upd, r in sorted(train.items())
+                   if "adaptation_gain" in r]
+            curves[row["setting"]] = ([p[0] for p in pts], [p[1] for p in pts])
+    plot_adaptation_gain(out / "sweep_adaptation_gain.png", curves)
+
+    lines = [f"# Meta-pretraining verdict ({'quick' if exp.quick else 'full'} mode)", "",
+             f"Written by scripts/reproduce_verdict.py; settings: {out / 'settings.json'}. "
+             f"U = {u} updates; headline: masked-LM loss on WikiText-2 test after "
+             f"{column[2:]} adaptation steps on WikiText-2 valid, {s['ad_seeds']} evaluation seeds.", "",
+             f"## Sweep (pre-training seed {s['sweep_seed']})", "",
+             f"Adaptation gain, inner move, outer move and support loss: means over the logged "
+             f"updates in ({u * (1 - SUMMARY_WINDOW):g}, {u}]; valid at θ and adapted at update {u}; "
+             f"headline mean ± sd over evaluation seeds; Δ: paired over evaluation seeds against "
+             f"k = 0 (95% CI).", "",
+             f"| setting | label | adaptation gain (bits) | inner move | outer move | support loss at θ "
+             f"| valid at θ | valid adapted | headline t=0 | headline {column} | Δ {column} vs k = 0 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in sweep:
+        h = r[column]
+        head = "—" if h["mean"] is None else f"{h['mean']:.3f} ± {_fmt(h['std'])}"
+        d = r["vs_k0"]
+        delta = "—" if d is None else (f"{verdict.fmt_signed(d['mean'])} [{verdict.fmt_signed(d['ci_low'])}, "
+                                       f"{verdict.fmt_signed(d['ci_high'])}]")
+        name = r["setting"] + (" (selected)" if r["selected"] else "")
+        lines.append(f"| {name} | {r['label']} | {_fmt(r['adaptation_gain'], 4)} | {_fmt(r['inner_move'], 4)} "
+                     f"| {_fmt(r['outer_move'], 4)} | {_fmt(r['support_loss'])} | {_fmt(r['valid_loss'])} "
+                     f"| {_fmt(r['valid_adapted_loss'])} | {_fmt(r['t=0']['mean'])} | {head} | {delta} |")
+    lines += ["", f"**Selection** ({selection['rule']}): {selection['selected']} at update "
+              f"{selection['update']} (valid loss "
+              + ", ".join(f"{n} {v:.3f}" for n, v in selection["valid_loss"].items()) + ").", "",
+              "## Verdict: k = 1 (selected) against k = 0, paired by pre-training seed", "",
+              "Treatment − baseline (lower is better for k = 1); 95% t-interval over pre-training "
+              "seeds and the minimum detectable effect (paired, 80% power).", ""]
+    lines += verdict.table(comparisons, "bits")
+    if nsp:
+        lines += ["", "## MLM + NSP: k = 1 (selected) against k = 0", "",
+                  "The same verdict with `--sentence-objective nsp` for both (valid MLM: the MLM part "
+                  "of the validation loss at θ). Equal tokens: k = 0 at 2U read as many sequences as "
+                  "k = 1 at U; sentence pairs vary in length, so their token counts (results.json, "
+                  "`tokens`) differ by a few per cent.", ""]
+        lines += verdict.table(nsp, "bits") + ["", "NSP accuracy: higher is better.", ""]
+        lines += verdict.table(nsp_accuracy, "points")
+    if supervised:
+        sup = exp.derived["supervised_tasks"]
+        lines += ["", "## Supervised: meta_sentence_prediction with k = 1 (selected) against k = 0", "",
+                  f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
+                  f"updates from s{{seed}}-k0 at U, then fine-tuned (scripts/evaluate.py, measurement 1, "
+                  f"{s['ft_seeds']} seed(s), {s['ft_epochs']} epochs) on the held-out "
+                  f"{', '.join(exp.derived['heldout_tasks'])}; per-task scores in "
+                  f"eval-supervised/results.md. Higher is better here.", ""]
+        lines += verdict.table(supervised, "points")
+    lines += ["", "![headline against tokens](verdict_headline_vs_tokens.png)",
+              "![adaptation gain per logged update](sweep_adaptation_gain.png)", ""]
+    (out / "results.md").write_text("\n".join(lines))

@@ -1,0 +1,136 @@
+"""Stages 1, 2, 4 and 5: the pre-training and supervised runs, named and spelled
+out as fairseq-train commands, and the data they read."""
+import sys
+from pathlib import Path
+
+from .. import experiment
+from ..experiment import REPO, USER_DIR, model_flags, run_step
+from .settings import PRECONDITIONERS
+
+# A run is (seed, k, inner setting, order, objective); objective "mlm" or "nsp" (MLM + NSP).
+def run_name(seed, k, setting=None, order="first", objective="mlm"):
+    suffix = "-nsp" if objective == "nsp" else ""
+    if k == 0:
+        return f"s{seed}-k0{suffix}"
+    return f"s{seed}-k{k}-{setting['name']}" + ("-second" if order == "second" else "") + suffix
+
+
+def describe(k, setting=None, order="first", objective="mlm"):
+    suffix = ", MLM + NSP" if objective == "nsp" else ""
+    if k == 0:
+        return "k = 0" + suffix
+    text = f"k = {k}, {PRECONDITIONERS[setting['preconditioner']]} α = {setting['alpha']:g}"
+    return text + (", second order" if order == "second" else "") + suffix
+
+
+def inner_flags(k, setting, order="first"):
+    """The meta-learning flags shared by pre-training and the supervised phase."""
+    if k == 0:
+        return ["--meta-train-steps", 0]
+    flags = ["--meta-train-steps", k, "--inner-lr", setting["alpha"], "--meta-order", order]
+    if setting["preconditioner"] == "adam":
+        flags += ["--inner-preconditioner", "adam"]
+    return flags
+
+
+def device_flags(s):
+    return ["--cpu"] if s["device"] == "cpu" else (["--fp16"] if s["fp16"] else [])
+
+
+def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
+    s, out = exp.settings, exp.out
+    run_dir = out / "pretrain" / run_name(seed, k, setting, order, objective)
+    max_update = 2 * s["updates"] if k == 0 else s["updates"]
+    cmd = [sys.executable, "-m", "fairseq_cli.train", out / "data", "--user-dir", USER_DIR,
+           "--task", "meta_masked_lm", "--criterion", "meta_masked_lm", *model_flags(s),
+           "--tokens-per-sample", s["tokens_per_sample"], "--max-positions", s["tokens_per_sample"],
+           "--batch-size", s["batch_size"], "--sample-break-mode", "none",
+           "--lr", s["lr"], "--lr-scheduler", "fixed", "--warmup-updates", s["warmup"],
+           "--adam-betas", "(0.9,0.98)", "--weight-decay", s["weight_decay"], "--clip-norm", "0",
+           "--dropout", s["dropout"], "--max-update", max_update, "--num-workers", "0",
+           "--save-dir", run_dir / "checkpoints", "--save-interval-updates", s["checkpoint_interval"],
+           "--keep-interval-updates", "-1", "--no-epoch-checkpoints",
+           "--validate-interval-updates", s["valid_interval"], "--log-format", "json",
+           "--log-interval", s["log_interval"], "--seed", seed]
+    cmd += device_flags(s)
+    if objective == "nsp":
+        cmd += ["--sentence-objective", "nsp"]
+    cmd += inner_flags(k, setting, order)
+    if k == 0:
+        cmd += ["--optimizer", "adam"]
+    else:
+        cmd += ["--optimizer", "meta_adam", "--valid-adapt-steps", k,
+                "--log-adaptation-interval", s["log_interval"]]
+    return (f"pretrain {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
+
+
+def supervised_cmd(exp, seed, k, selected):
+    """meta_sentence_prediction on the supervised tasks from s{seed}-k0 at U, with k = 0
+    or the selected inner setting; its checkpoint is ``checkpoint_last.pt``."""
+    s, out = exp.settings, exp.out
+    run_dir = out / "supervised" / f"s{seed}-k{k}"
+    start = experiment.checkpoint_file(out / "pretrain" / run_name(seed, 0) / "checkpoints",
+                                       s["updates"])
+    cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
+           "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
+           "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
+           "--task-sampling-alpha", "0.5", *inner_flags(k, selected), *model_flags(s),
+           "--max-positions", s["tokens_per_sample"], "--shorten-method", "truncate",
+           "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
+           "--warmup-updates", max(1, s["supervised_updates"] // 10),
+           "--max-update", s["supervised_updates"], "--num-workers", "0",
+           "--restore-file", start, "--reset-optimizer", "--reset-dataloader", "--reset-meters",
+           "--reset-lr-scheduler", "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
+           "--log-format", "json", "--log-interval", s["log_interval"], "--seed", seed,
+           *device_flags(s)]
+    return (f"supervised {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
+
+
+def sweep_runs(exp):
+    """[(seed, k, setting, order)] of the first sweep (before the selection)."""
+    seed = exp.settings["sweep_seed"]
+    return [(seed, 0, None, "first")] + [(seed, 1, x, "first") for x in exp.derived["inner_settings"]]
+
+
+def after_selection_runs(exp, selected):
+    """[(seed, k, setting, order)]: k = 2 and second order at the selected setting, then
+    k = 0 and the selected k = 1 for every fresh seed."""
+    seed = exp.settings["sweep_seed"]
+    runs = [(seed, 2, selected, "first"), (seed, 1, selected, "second")]
+    for fresh in exp.derived["fresh_seeds"]:
+        runs += [(fresh, 0, None, "first"), (fresh, 1, selected, "first")]
+    return runs
+
+
+def all_seeds(exp):
+    return [exp.settings["sweep_seed"]] + exp.derived["fresh_seeds"]
+
+
+def nsp_runs(exp, selected):
+    """MLM + NSP: k = 0 (to 2U) and the selected k = 1 (U) for every seed; none when
+    --nsp 0."""
+    if not exp.settings["nsp"]:
+        return []
+    return [run for seed in all_seeds(exp)
+            for run in ((seed, 0, None, "first", "nsp"), (seed, 1, selected, "first", "nsp"))]
+
+
+def stage_data(exp, env):
+    s, out = exp.settings, exp.out
+    run_step("corpus", [sys.executable, REPO / "scripts" / "prepare_corpus.py", "--destdir",
+                        out / "data", "--force", "--vocab-size", s["vocab_size"],
+                        "--spm-input-lines", s["spm_input_lines"], "--workers", exp.jobs,
+                        "--corpus", f"books={exp.derived['corpus_path']}"],
+             out / "logs" / "corpus.log", out / "logs" / "corpus.done", env)
+
+
+def stage_glue(exp, env):
+    """The supervised tasks binarized with the pre-training dictionary -> OUT/glue."""
+    s, out = exp.settings, exp.out
+    cmd = [sys.executable, REPO / "scripts" / "prepare_glue.py",
+           "--glue-dir", Path(exp.data_root) / "glue", "--spm-model", out / "data" / "spm.model",
+           "--dict", out / "data" / "dict.txt", "--destdir", out / "glue", "--force",
+           "--tasks", ",".join(exp.derived["supervised_tasks"]), "--workers", exp.jobs]
+    if s["glue_max_rows"]:
+        cmd += ["--max-rows", s["glue_max_rows"]]
+    run_step("glue", cmd, out / "logs" / "glue.log", out / "logs" / "glue.done", env)

@@ -1,0 +1,160 @@
+"""The verdict's settings: the two modes (full, quick), their checks, and the
+experiment object the stages share."""
+import math
+from pathlib import Path
+
+from ...errors import MetaConfigError
+from ...run.cli import Cli
+from .. import experiment
+
+cli = Cli("reproduce_verdict.py")
+
+# Settings of the two modes; every one can be overridden on the command line.
+# "full" is the hand-run design of docs/results.md (Verdict, issue 10).
+MODES = {
+    "full": dict(
+        layers=2, embed_dim=128, ffn_dim=512, heads=2, tokens_per_sample=128, batch_size=16,
+        lr=1e-3, warmup=500, updates=1500, checkpoint_interval=500, valid_interval=500,
+        log_interval=100, dropout=0.1, weight_decay=0.01,
+        sgd_inner_lrs="0.01,0.03,0.1,0.3", adam_inner_lrs="3e-4,1e-3,3e-3",
+        sweep_seed=1, seeds="2,3,4", corpus="gutenberg", vocab_size=8000,
+        spm_input_lines=300000, ad_steps="0,1,4,16,64", ad_seeds=5, ad_eval_blocks=256,
+        ad_lr=5e-4, ad_batch_size=16, device="cpu", fp16=0,
+        nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
+        supervised_updates=400, supervised_lr=1e-4, glue_max_rows=0, ft_seeds=1, ft_epochs=3,
+        ft_max_train=4000),
+    "quick": dict(
+        layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
+        lr=1e-3, warmup=2, updates=8, checkpoint_interval=4, valid_interval=4,
+        log_interval=2, dropout=0.1, weight_decay=0.01,
+        sgd_inner_lrs="0.1", adam_inner_lrs="1e-3",
+        sweep_seed=1, seeds="2", corpus="gutenberg/nltk-selections/chesterton-thursday.txt",
+        vocab_size=400, spm_input_lines=5000, ad_steps="0,1,2", ad_seeds=2, ad_eval_blocks=4,
+        ad_lr=5e-4, ad_batch_size=4, device="cpu", fp16=0,
+        nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
+        supervised_updates=4, supervised_lr=1e-4, glue_max_rows=120, ft_seeds=1, ft_epochs=1,
+        ft_max_train=100),
+}
+# The sweep table's adaptation gain, inner and outer move and support loss are means
+# over the train_inner rows of the last 30% of the U updates (1050 < u <= 1500 at
+# U = 1500, as in the hand-run table).
+SUMMARY_WINDOW = 0.3
+PRECONDITIONERS = {"sgd": "SGD", "adam": "Adam-preconditioned"}
+
+
+def settings_for(quick, overrides, data_root):
+    """The settings of a mode with ``overrides`` (None = the mode's value), checked.
+    Returns (settings, derived): derived holds the parsed lists and paths."""
+    s = experiment.mode_settings(MODES, quick, overrides, [
+        "layers", "embed_dim", "ffn_dim", "heads", "tokens_per_sample", "batch_size", "updates",
+        "checkpoint_interval", "valid_interval", "log_interval", "vocab_size", "spm_input_lines",
+        "ad_seeds", "ad_eval_blocks", "ad_batch_size", "supervised_updates", "ft_seeds", "ft_epochs",
+        "ft_max_train"])
+    for key in ["warmup", "glue_max_rows"]:
+        if s[key] < 0:
+            raise MetaConfigError(f"--{key.replace('_', '-')} must be >= 0 (got {s[key]})")
+    if s["embed_dim"] % s["heads"]:
+        raise MetaConfigError(f"--embed-dim {s['embed_dim']} is not divisible by --heads {s['heads']}")
+    for key in ["checkpoint_interval", "valid_interval"]:
+        if s["updates"] % s[key]:
+            raise MetaConfigError(f"--updates {s['updates']} is not a multiple of "
+                                  f"--{key.replace('_', '-')} {s[key]} (U and 2U need one)")
+        if s[key] % s["log_interval"]:
+            raise MetaConfigError(f"--{key.replace('_', '-')} {s[key]} is not a multiple of "
+                                  f"--log-interval {s['log_interval']} (tokens are counted per log row)")
+    for key in ["nsp", "fp16"]:
+        if s[key] not in (0, 1):
+            raise MetaConfigError(f"--{key} must be 0 or 1 (got {s[key]})")
+    if s["fp16"] and s["device"] != "cuda":
+        raise MetaConfigError("--fp16 1 needs --device cuda (fairseq's fp16 trains on a GPU)")
+    for key in ["lr", "ad_lr", "supervised_lr"]:
+        if not s[key] > 0:
+            raise MetaConfigError(f"--{key.replace('_', '-')} must be positive (got {s[key]})")
+    if s["device"] not in ("cpu", "cuda"):
+        raise MetaConfigError(f"--device must be cpu or cuda (got '{s['device']}')")
+    for key in ["dropout", "weight_decay"]:
+        if not 0 <= s[key] < 1:
+            raise MetaConfigError(f"--{key.replace('_', '-')} must be in [0, 1) (got {s[key]})")
+    settings_list = []
+    for precond in PRECONDITIONERS:
+        text = s[f"{precond}_inner_lrs"].strip()
+        for item in [x.strip() for x in text.split(",")] if text else []:
+            try:
+                alpha = float(item)
+            except ValueError:
+                alpha = float("nan")
+            if not (alpha > 0 and math.isfinite(alpha)):
+                raise MetaConfigError(f"--{precond}-inner-lrs wants comma-separated positive "
+                                      f"numbers (got '{item}')")
+            settings_list.append({"name": f"{precond}{item}", "preconditioner": precond,
+                                  "alpha": alpha})
+    if not settings_list:
+        raise MetaConfigError("the sweep needs at least one inner setting "
+                              "(--sgd-inner-lrs, --adam-inner-lrs)")
+    names = [x["name"] for x in settings_list]
+    if len(set(names)) != len(names):
+        raise MetaConfigError(f"an inner setting is listed twice ({', '.join(names)})")
+    try:
+        seeds = [int(x) for x in s["seeds"].split(",")]
+    except ValueError:
+        raise MetaConfigError(f"--seeds must be comma-separated integers (got '{s['seeds']}')")
+    if len(set(seeds)) != len(seeds) or s["sweep_seed"] in seeds:
+        raise MetaConfigError(f"--seeds must be distinct and differ from --sweep-seed "
+                              f"{s['sweep_seed']} (got {s['seeds']})")
+    try:
+        ad_steps = sorted({int(x) for x in s["ad_steps"].split(",")})
+    except ValueError:
+        raise MetaConfigError(f"--ad-steps must be comma-separated integers (got '{s['ad_steps']}')")
+    if ad_steps[0] < 0 or 0 not in ad_steps or len(ad_steps) < 2:
+        raise MetaConfigError(f"--ad-steps must hold 0 and a positive step count (got '{s['ad_steps']}')")
+    data_root = Path(data_root)
+    corpus = data_root / s["corpus"]
+    if not corpus.exists():
+        raise MetaConfigError(f"corpus {corpus} not found (--corpus relative to --data-root {data_root})")
+    domain = {split: data_root / "wikitext-2" / f"{split}.txt" for split in ("valid", "test")}
+    for path in domain.values():
+        if not path.is_file():
+            raise MetaConfigError(f"adaptation domain {path} not found (--data-root {data_root})")
+    supervised, heldout = _glue_tasks(s, data_root)
+    derived = {"inner_settings": settings_list, "fresh_seeds": seeds, "ad_step_list": ad_steps,
+               "corpus_path": corpus, "domain": domain, "supervised_tasks": supervised,
+               "heldout_tasks": heldout}
+    return s, derived
+
+
+def _glue_tasks(s, data_root):
+    """(supervised tasks, held-out tasks) as canonical GLUE names; ([], []) when
+    --supervised-tasks is empty (no supervised phase)."""
+    from ...prep.glue import find_task_dir, lookup
+
+    lists = []
+    for key in ("supervised_tasks", "heldout_tasks"):
+        names = [x.strip() for x in s[key].split(",") if x.strip()]
+        try:
+            lists.append([lookup(name).name for name in names])
+        except MetaConfigError as e:
+            raise MetaConfigError(f"--{key.replace('_', '-')}: {e}") from None
+        if len(set(lists[-1])) != len(lists[-1]):
+            raise MetaConfigError(f"--{key.replace('_', '-')} lists a task twice ({s[key]})")
+    supervised, heldout = lists
+    if not supervised:
+        return [], []
+    if not heldout:
+        raise MetaConfigError("--heldout-tasks is empty: the supervised phase is judged on tasks "
+                              "it did not train on")
+    both = sorted(set(supervised) & set(heldout))
+    if both:
+        raise MetaConfigError(f"--heldout-tasks must not hold a supervised task ({', '.join(both)})")
+    for name in supervised + heldout:
+        if find_task_dir(data_root / "glue", name) is None:
+            raise MetaConfigError(f"GLUE task {name}: {data_root / 'glue' / name} not found "
+                                  f"(--data-root {data_root})")
+    return supervised, heldout
+
+
+class VerdictExperiment(experiment.Experiment):
+    """experiment.Experiment plus the parsed settings (``derived``)."""
+
+    def __init__(self, out, settings, derived, quick, jobs, data_root):
+        super().__init__(out=out, settings=settings, quick=quick, jobs=jobs, data_root=data_root)
+        self.derived = derived
