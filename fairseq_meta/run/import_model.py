@@ -1,0 +1,347 @@
+"""A way in from transformers: a BERT checkpoint directory as a fairseq RoBERTa.
+
+``import_model(src, out)`` turns a transformers BERT directory (``config.json``,
+``model.safetensors`` or ``pytorch_model.bin``, ``tokenizer.json``) into a fairseq
+model directory::
+
+    OUT/model.pt         weights as fairseq's RoBERTa (--arch imported_roberta), config
+                         naming fairseq's masked_lm task and its ``bert`` BPE
+    OUT/dict.txt         the WordPiece vocabulary in fairseq's order (see below)
+    OUT/vocab.txt        the WordPiece vocabulary in the source's order (the BPE's)
+    OUT/tokenizer.json   the source's tokenizer, unchanged
+    OUT/model_args.txt   the fairseq-train flags of this architecture (sizes, eps, ...)
+    OUT/import.json      what was imported from where, and how
+
+``RobertaModel.from_pretrained(OUT)`` loads it once the plugin is imported
+(``import fairseq_meta``, or ``user_dir=`` / ``--user-dir``): the architecture carries
+the source's LayerNorm eps, which fairseq's own RoBERTa cannot
+(:mod:`fairseq_meta.models.imported_roberta`). Training and fine-tuning start from it
+with ``--restore-file OUT/model.pt`` plus ``$(cat OUT/model_args.txt)``.
+
+The mapping:
+
+- **Token rows.** fairseq's dictionary starts with ``<s> <pad> </s> <unk>`` and the
+  masked-LM task appends ``<mask>``; BERT's ``[CLS] [PAD] [SEP] [UNK]`` become the
+  first four, ``[MASK]`` the last, every other token keeps its relative order
+  (``dict.txt``), and the embedding rows (and an MLM head's output bias) are permuted
+  the same way.
+- **Positions.** fairseq's learned positions start at ``padding_idx + 1`` = 2, BERT's
+  at 0: row i + 2 is BERT's row i, plus BERT's token-type-0 embedding (every fairseq
+  input is segment 0), so that the sum entering the embedding LayerNorm is BERT's.
+- **Layers.** post-LN, as BERT: query/key/value/output → ``self_attn.{q,k,v,out}_proj``,
+  ``attention.output.LayerNorm`` → ``self_attn_layer_norm``, ``intermediate`` / ``output``
+  → ``fc1`` / ``fc2``, ``output.LayerNorm`` → ``final_layer_norm``.
+- **MLM head.** the source's (``cls.predictions.*`` of a ``BertForMaskedLM``) where
+  it has one; else fairseq's freshly initialised head with its output projection tied
+  to the input embeddings, as RoBERTa's is (logged, and recorded in import.json).
+
+Nothing is executed from the source: weights are read with safetensors or
+``torch.load(weights_only=True)``, configs as JSON. Bad input is one line and
+writes nothing.
+"""
+import json
+import os
+import shutil
+
+import torch
+
+from ..errors import MetaConfigError
+from .export import _prepare_out_dir, _publish, _stage
+
+SUPPORTED = ("bert",)
+ACTIVATIONS = {"gelu": "gelu"}  # transformers' name -> fairseq's (both the erf GELU)
+SPECIALS = {"<s>": "[CLS]", "<pad>": "[PAD]", "</s>": "[SEP]", "<unk>": "[UNK]"}
+MASK = "[MASK]"
+# a probe that the imported model must reproduce (checked before anything is written)
+PROBE = "Meta-learning treats pre-training as learning to learn quickly."
+MAX_FEATURE_DIFFERENCE = 1e-4
+
+
+def _quiet(message):
+    pass
+
+
+# --------------------------------------------------------------------------- #
+# Reading the source
+# --------------------------------------------------------------------------- #
+def read_source(src):
+    """(config, tokenizer record, state dict) of a transformers BERT directory."""
+    if not os.path.isdir(src):
+        raise MetaConfigError(f"{src} is not a directory")
+    config_path = os.path.join(src, "config.json")
+    if not os.path.isfile(config_path):
+        raise MetaConfigError(f"{src} is not a transformers model directory (no config.json)")
+    try:
+        config = json.load(open(config_path, encoding="utf-8"))
+    except ValueError as e:
+        raise MetaConfigError(f"{config_path} is not JSON: {e}") from None
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED:
+        raise MetaConfigError(f"{src}: model_type {model_type!r} is not supported "
+                              f"(supported: {', '.join(SUPPORTED)})")
+    if config.get("hidden_act") not in ACTIVATIONS:
+        raise MetaConfigError(f"{src}: hidden_act {config.get('hidden_act')!r} is not supported "
+                              f"(supported: {', '.join(ACTIVATIONS)})")
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise MetaConfigError(f"{src}: position_embedding_type "
+                              f"{config['position_embedding_type']!r} is not supported (absolute)")
+    tokenizer = read_wordpiece(src)
+    if len(tokenizer["vocab"]) != config.get("vocab_size"):
+        raise MetaConfigError(
+            f"{src}: the tokenizer has {len(tokenizer['vocab'])} tokens but config.json's "
+            f"vocab_size is {config.get('vocab_size')}: tokenizer and model do not match")
+    state = read_weights(src)
+    embeddings = state.get("embeddings.word_embeddings.weight")
+    if embeddings is None:
+        raise MetaConfigError(f"{src}: the weights hold no BERT embeddings "
+                              "(embeddings.word_embeddings.weight)")
+    if embeddings.shape[0] != len(tokenizer["vocab"]):
+        raise MetaConfigError(f"{src}: {embeddings.shape[0]} embedding rows for "
+                              f"{len(tokenizer['vocab'])} tokenizer tokens")
+    return config, tokenizer, state
+
+
+def read_wordpiece(src):
+    """The WordPiece vocabulary ({token: id}) and casing of ``tokenizer.json``."""
+    path = os.path.join(src, "tokenizer.json")
+    if not os.path.isfile(path):
+        raise MetaConfigError(f"{src}: no tokenizer.json (the import needs the model's tokenizer)")
+    try:
+        record = json.load(open(path, encoding="utf-8"))
+    except ValueError as e:
+        raise MetaConfigError(f"{path} is not JSON: {e}") from None
+    model = record.get("model") or {}
+    if model.get("type") != "WordPiece":
+        raise MetaConfigError(f"{path}: a {model.get('type')!r} tokenizer; a BERT import "
+                              "needs WordPiece")
+    vocab = model.get("vocab") or {}
+    ids = sorted(vocab.values())
+    if ids != list(range(len(ids))):
+        raise MetaConfigError(f"{path}: token ids are not 0..{len(ids) - 1}")
+    missing = [t for t in (*SPECIALS.values(), MASK) if t not in vocab]
+    if missing:
+        raise MetaConfigError(f"{path}: no {', '.join(missing)} token")
+    bad = [t for t in vocab if not t or any(c.isspace() for c in t)]
+    if bad:
+        raise MetaConfigError(f"{path}: {len(bad)} tokens hold whitespace (e.g. {bad[0]!r}); "
+                              "fairseq's dictionary cannot")
+    normalizer = record.get("normalizer") or {}
+    lowercase = bool(normalizer.get("lowercase", False))
+    return {"vocab": vocab, "lowercase": lowercase, "path": path}
+
+
+def read_weights(src):
+    """The state dict, without executing anything; ``bert.`` prefixes removed."""
+    safetensors = os.path.join(src, "model.safetensors")
+    pickle = os.path.join(src, "pytorch_model.bin")
+    if os.path.isfile(safetensors):
+        from safetensors.torch import load_file
+
+        state = load_file(safetensors)
+    elif os.path.isfile(pickle):
+        try:
+            state = torch.load(pickle, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise MetaConfigError(f"{pickle}: not a weights-only state dict "
+                                  f"({type(e).__name__})") from None
+    else:
+        raise MetaConfigError(f"{src}: no model.safetensors or pytorch_model.bin")
+    return {(k[len("bert."):] if k.startswith("bert.") else k): v for k, v in state.items()}
+
+
+# --------------------------------------------------------------------------- #
+# The mapping
+# --------------------------------------------------------------------------- #
+def fairseq_order(vocab):
+    """Source token ids in fairseq's dictionary order: <s> <pad> </s> <unk>, the rest
+    in their own order, <mask> last. Returns (permutation, dict.txt symbols)."""
+    by_id = sorted(vocab, key=vocab.get)
+    first = [vocab[SPECIALS[s]] for s in ("<s>", "<pad>", "</s>", "<unk>")]
+    skip = set(first) | {vocab[MASK]}
+    rest = [vocab[t] for t in by_id if vocab[t] not in skip]
+    return first + rest + [vocab[MASK]], [by_id[i] for i in rest]
+
+
+def fairseq_args(config, tokenizer):
+    """The fairseq-train flags the architecture implies (what model_args.txt holds)."""
+    return ["--arch", "imported_roberta",
+            "--encoder-layers", config["num_hidden_layers"],
+            "--encoder-embed-dim", config["hidden_size"],
+            "--encoder-ffn-embed-dim", config["intermediate_size"],
+            "--encoder-attention-heads", config["num_attention_heads"],
+            "--max-positions", config["max_position_embeddings"],
+            "--activation-fn", ACTIVATIONS[config["hidden_act"]],
+            "--layernorm-eps", config.get("layer_norm_eps", 1e-12)]
+
+
+def mapped_weights(config, state, permutation):
+    """{fairseq key: tensor} of the encoder (and of the MLM head where the source has one)."""
+    def take(key):
+        if key not in state:
+            raise MetaConfigError(f"the source has no {key}")
+        return state[key].float()
+
+    perm = torch.tensor(permutation)
+    enc = "encoder.sentence_encoder."
+    words = take("embeddings.word_embeddings.weight")[perm]
+    positions = take("embeddings.position_embeddings.weight")
+    type0 = (take("embeddings.token_type_embeddings.weight")[0]
+             if "embeddings.token_type_embeddings.weight" in state else 0)
+    fairseq_positions = torch.zeros(positions.shape[0] + 2, positions.shape[1])
+    fairseq_positions[2:] = positions + type0
+    out = {enc + "embed_tokens.weight": words,
+           enc + "embed_positions.weight": fairseq_positions,
+           enc + "layernorm_embedding.weight": take("embeddings.LayerNorm.weight"),
+           enc + "layernorm_embedding.bias": take("embeddings.LayerNorm.bias")}
+    names = {"attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
+             "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
+             "attention.output.LayerNorm": "self_attn_layer_norm", "intermediate.dense": "fc1",
+             "output.dense": "fc2", "output.LayerNorm": "final_layer_norm"}
+    for i in range(config["num_hidden_layers"]):
+        for src, dst in names.items():
+            for p in ("weight", "bias"):
+                out[f"{enc}layers.{i}.{dst}.{p}"] = take(f"encoder.layer.{i}.{src}.{p}")
+    head = "cls.predictions."
+    if head + "transform.dense.weight" in state:
+        out["encoder.lm_head.dense.weight"] = take(head + "transform.dense.weight")
+        out["encoder.lm_head.dense.bias"] = take(head + "transform.dense.bias")
+        out["encoder.lm_head.layer_norm.weight"] = take(head + "transform.LayerNorm.weight")
+        out["encoder.lm_head.layer_norm.bias"] = take(head + "transform.LayerNorm.bias")
+        bias = state.get(head + "bias", state.get(head + "decoder.bias"))
+        if bias is None:
+            raise MetaConfigError("the source's MLM head has no output bias")
+        out["encoder.lm_head.bias"] = bias.float()[perm]
+    out["encoder.lm_head.weight"] = words  # tied, as RoBERTa's
+    return out
+
+
+def _plain_cfg(cfg):
+    from .export import _plain
+
+    cfg = _plain(cfg)
+    cfg["common"]["user_dir"] = None
+    # from_pretrained points task.data at the model directory ("." for hub_utils)
+    cfg["task"]["data"] = "."
+    for key, value in (("data", "."), ("save_dir", None), ("restore_file", None),
+                       ("user_dir", None), ("tensorboard_logdir", None)):
+        if key in cfg["model"]:
+            cfg["model"][key] = value
+    cfg["model"]["load_checkpoint_heads"] = True
+    cfg["criterion"] = {"_name": "masked_lm"}
+    cfg["optimizer"] = None
+    cfg["lr_scheduler"] = None
+    return cfg
+
+
+def build_state(config, tokenizer, state, dict_dir, log=_quiet):
+    """The fairseq checkpoint dict (model.pt) and whether the MLM head is the source's."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import fairseq_meta  # noqa: F401  (--arch imported_roberta)
+
+    args = [dict_dir, "--task", "masked_lm", "--criterion", "masked_lm",
+            "--tokens-per-sample", config["max_position_embeddings"], "--cpu",
+            "--bpe", "bert", "--dropout", config.get("hidden_dropout_prob", 0.1),
+            "--attention-dropout", config.get("attention_probs_dropout_prob", 0.1),
+            *fairseq_args(config, tokenizer)]
+    parsed = options.parse_args_and_arch(options.get_training_parser(), [str(a) for a in args])
+    cfg = convert_namespace_to_omegaconf(parsed)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    expected = len(task.source_dictionary)
+    if expected != len(tokenizer["vocab"]):
+        raise MetaConfigError(f"the fairseq dictionary has {expected} symbols for "
+                              f"{len(tokenizer['vocab'])} tokens")
+    permutation, _ = fairseq_order(tokenizer["vocab"])
+    weights = mapped_weights(config, state, permutation)
+    target = model.state_dict()
+    # fairseq's own bookkeeping buffers (".version") stay as it builds them
+    missing = [k for k in target if k not in weights and not k.startswith("encoder.lm_head.")
+               and not k.endswith(".version")]
+    if missing:
+        raise MetaConfigError(f"no source weights for {len(missing)} fairseq tensors, e.g. {missing[0]}")
+    for key, value in weights.items():
+        if key not in target or target[key].shape != value.shape:
+            raise MetaConfigError(f"{key}: source shape {tuple(value.shape)}, fairseq "
+                                  f"{tuple(target[key].shape) if key in target else 'none'}")
+        target[key] = value.clone()
+    # one tensor, saved once, as fairseq ties them
+    target["encoder.lm_head.weight"] = target["encoder.sentence_encoder.embed_tokens.weight"]
+    own_head = "encoder.lm_head.dense.weight" in weights
+    if not own_head:
+        log("the source has no MLM head: a freshly initialised one (fairseq's init), its "
+            "output projection tied to the input embeddings")
+    plain = _plain_cfg(cfg)
+    plain["bpe"] = {"_name": "bert", "bpe_cased": not tokenizer["lowercase"],
+                    # resolved when the model is loaded: hub_utils sets task.data to the
+                    # model directory, wherever it has been moved
+                    "bpe_vocab_file": "${task.data}/vocab.txt"}
+    return {"args": None, "cfg": plain, "model": target,
+            "optimizer_history": [{"criterion_name": "MaskedLmLoss", "optimizer_name": None,
+                                   "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+            "extra_state": {}}, own_head
+
+
+# --------------------------------------------------------------------------- #
+# The check and the command
+# --------------------------------------------------------------------------- #
+def max_feature_difference(model_dir, src, text=PROBE):
+    """max |fairseq extract_features − transformers last_hidden_state| on *text*, and
+    whether both tokenized it alike."""
+    from fairseq.models.roberta import RobertaModel
+    from transformers import AutoModel, AutoTokenizer
+
+    roberta = RobertaModel.from_pretrained(os.path.abspath(model_dir))
+    roberta.eval()
+    hf_tok = AutoTokenizer.from_pretrained(src)
+    hf = AutoModel.from_pretrained(src)
+    hf.eval()
+    tokens = roberta.encode(text)
+    hf_ids = hf_tok(text, return_tensors="pt")["input_ids"]
+    same = (roberta.bpe.encode(text).split() == hf_tok.tokenize(text)
+            and len(tokens) == hf_ids.shape[1])
+    with torch.inference_mode():
+        ours = roberta.extract_features(tokens)
+        theirs = hf(input_ids=hf_ids).last_hidden_state
+    if ours.shape != theirs.shape:
+        return float("inf"), same
+    return float((ours - theirs).abs().max()), same
+
+
+def import_model(src, out_dir, force=False, log=_quiet):
+    """Write the fairseq model directory for the transformers directory *src*; return it."""
+    _prepare_out_dir(out_dir, force)
+    config, tokenizer, state = read_source(src)
+    stage = _stage(out_dir)
+    try:
+        _, symbols = fairseq_order(tokenizer["vocab"])
+        with open(os.path.join(stage, "dict.txt"), "w", encoding="utf-8") as f:
+            f.writelines(f"{s} 1\n" for s in symbols)
+        with open(os.path.join(stage, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.writelines(f"{t}\n" for t in sorted(tokenizer["vocab"], key=tokenizer["vocab"].get))
+        shutil.copyfile(tokenizer["path"], os.path.join(stage, "tokenizer.json"))
+        checkpoint, own_head = build_state(config, tokenizer, state, stage, log)
+        torch.save(checkpoint, os.path.join(stage, "model.pt"))
+        flags = " ".join(str(a) for a in fairseq_args(config, tokenizer))
+        with open(os.path.join(stage, "model_args.txt"), "w", encoding="utf-8") as f:
+            f.write(flags + "\n")
+        difference, same_tokens = max_feature_difference(stage, src)
+        if not same_tokens or not difference <= MAX_FEATURE_DIFFERENCE:
+            raise MetaConfigError(
+                f"the imported model does not reproduce {src} (same tokens: {same_tokens}, "
+                f"largest feature difference {difference:.2e} > {MAX_FEATURE_DIFFERENCE:g})")
+        record = {"source": os.path.abspath(src), "model_type": config["model_type"],
+                  "mlm_head": "source" if own_head else "fresh, tied to the input embeddings",
+                  "layernorm_eps": config.get("layer_norm_eps"), "lowercase": tokenizer["lowercase"],
+                  "fairseq_args": flags, "probe_max_feature_difference": difference}
+        with open(os.path.join(stage, "import.json"), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        _publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    log(f"imported {src} ({config['model_type']}, {config['num_hidden_layers']} layers, "
+        f"{config['hidden_size']} dims; MLM head: {record['mlm_head']}; probe: features "
+        f"within {difference:.1e} of transformers) -> {out_dir}")
+    return out_dir
