@@ -14,7 +14,7 @@ from fairseq_meta.prep import glue
 from fairseq_meta.prep import glue_metrics as gm
 from fairseq_meta.errors import MetaConfigError
 
-PATH = REPO / "fairseq_meta" / "glue_metrics.py"
+PATH = REPO / "fairseq_meta" / "prep" / "glue_metrics.py"
 
 
 def test_imports_numpy_only():
