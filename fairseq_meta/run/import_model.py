@@ -64,17 +64,23 @@ def _quiet(message):
 # --------------------------------------------------------------------------- #
 # Reading the source
 # --------------------------------------------------------------------------- #
+def _read_json(path, missing):
+    """The JSON file *path*; one-line errors (*missing* when it does not exist)."""
+    if not os.path.isfile(path):
+        raise MetaConfigError(missing)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:
+        raise MetaConfigError(f"{path} is not JSON: {e}") from None
+
+
 def read_source(src):
     """(config, tokenizer record, state dict) of a transformers BERT directory."""
     if not os.path.isdir(src):
         raise MetaConfigError(f"{src} is not a directory")
-    config_path = os.path.join(src, "config.json")
-    if not os.path.isfile(config_path):
-        raise MetaConfigError(f"{src} is not a transformers model directory (no config.json)")
-    try:
-        config = json.load(open(config_path, encoding="utf-8"))
-    except ValueError as e:
-        raise MetaConfigError(f"{config_path} is not JSON: {e}") from None
+    config = _read_json(os.path.join(src, "config.json"),
+                        f"{src} is not a transformers model directory (no config.json)")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED:
         raise MetaConfigError(f"{src}: model_type {model_type!r} is not supported "
@@ -104,12 +110,7 @@ def read_source(src):
 def read_wordpiece(src):
     """The WordPiece vocabulary ({token: id}) and casing of ``tokenizer.json``."""
     path = os.path.join(src, "tokenizer.json")
-    if not os.path.isfile(path):
-        raise MetaConfigError(f"{src}: no tokenizer.json (the import needs the model's tokenizer)")
-    try:
-        record = json.load(open(path, encoding="utf-8"))
-    except ValueError as e:
-        raise MetaConfigError(f"{path} is not JSON: {e}") from None
+    record = _read_json(path, f"{src}: no tokenizer.json (the import needs the model's tokenizer)")
     model = record.get("model") or {}
     if model.get("type") != "WordPiece":
         raise MetaConfigError(f"{path}: a {model.get('type')!r} tokenizer; a BERT import "
