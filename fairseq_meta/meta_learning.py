@@ -28,6 +28,18 @@ minus after them, per objective; one extra forward without gradient at θ, with
 the dropout masks of the meta-test forward) and the *inner move*
 ‖θ_k − θ‖ / ‖θ‖. The task logs the outer step's ‖Δθ‖ / ‖θ‖ beside them.
 
+*Reptile* (``--meta-objective reptile``; Nichol, Achiam & Schulman 2018): the
+episode is k mini-batches B_1..B_k, all inner steps, none held back; the outer
+optimizer receives
+
+    g = (θ − θ_k) / (k α) = (1/k) Σ_j d_j                    (d_j the inner direction)
+
+accumulated as the mean of the k directions, never as a difference of weights
+(which cancels catastrophically in float32). With k = 1 and plain SGD,
+g = ∇L(θ; B_1): ordinary training. With a learned α (``--inner-lr-learned``,
+:mod:`fairseq_meta.optim.learned_inner_lr`) the inner step is θ_j = θ_{j-1} −
+α ⊙ d_j and the same backward also yields ∂L/∂ log α.
+
 Who does what: the task chooses the episode (k, the mini-batches); this module
 computes each ∇L(θ_{j-1}; B_j) and hands it to the meta optimizer, which owns
 the inner update θ_{j-1} → θ_j (α, the order, and any preconditioning:
@@ -35,7 +47,10 @@ the inner update θ_{j-1} → θ_j (α, the order, and any preconditioning:
 
 :func:`meta_train_step` leaves in ``p.grad`` exactly what
 ``optimizer.backward(loss)`` of the meta-test loss would leave there (summed over
-B_q, loss-scaled under fp16), and leaves ``p`` holding θ bit for bit.
+B_q, loss-scaled under fp16), and leaves ``p`` holding θ bit for bit. Reptile
+leaves k·g there (loss-scaled) and returns sample size k, so that fairseq's
+division by the update's total sample size averages the pseudo-gradients of all
+episodes (``--update-freq``) and ranks.
 Everything fairseq's trainer does after ``task.train_step`` (all-reduce,
 division by the sample size, clipping, overflow checks, the outer optimizer step
 on θ, LR schedule) is therefore untouched. With k = 0 it *is*
@@ -75,6 +90,7 @@ def meta_train_step(task, episode, model, criterion, optimizer, update_num, igno
     ``theta_norm_sq``), which :meth:`MetaTask.reduce_metrics` turns into metrics.
     """
     meta_train, meta_test = episode["meta_train"], episode["meta_test"]
+    reptile = meta_test is None
     if not meta_train:
         loss, sample_size, log = FairseqTask.train_step(
             task, meta_test, model, criterion, optimizer, update_num, ignore_grad
@@ -91,7 +107,11 @@ def meta_train_step(task, episode, model, criterion, optimizer, update_num, igno
     model.train()
     model.set_num_updates(update_num)
     measure = _measures_adaptation(task, update_num)
+    if inner.learned_inner_lr is not None:
+        inner.learned_inner_lr.begin_micro_batch([p for p in model.parameters() if p.requires_grad])
     with inner.episode(optimizer):
+        if reptile:
+            return _reptile(meta_train, model, criterion, optimizer, inner, ignore_grad, measure)
         if inner.second_order:
             loss, sample_size, log, meta_train_logs = _second_order(
                 meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad, measure
@@ -136,10 +156,13 @@ def _first_order(task, meta_train, meta_test, model, criterion, optimizer, inner
     params = [p for p in model.parameters() if p.requires_grad]
     theta = [p.detach().clone() for p in params]
     inner_model = unwrap_data_parallel(model)
+    learned = inner.learned_inner_lr
+    # A learned α needs Σ_j d_j, the inner steps' sum of directions, per parameter.
+    steps_sum = [None] * len(params) if learned is not None else None
     meta_train_logs, overflow, moved = [], False, None
     try:
         for log, finite in _inner_steps_(inner_model, criterion, meta_train, params, inner,
-                                         optimizer, ignore_grad):
+                                         optimizer, ignore_grad, steps_sum=steps_sum):
             meta_train_logs.append(log)
             if not finite:
                 overflow = True
@@ -150,9 +173,14 @@ def _first_order(task, meta_train, meta_test, model, criterion, optimizer, inner
             loss, sample_size, log = _poisoned_meta_test_step(model, criterion, meta_test, optimizer)
         else:
             rng = _rng_state(params[0].device) if measure else None
-            loss, sample_size, log = FairseqTask.train_step(
-                task, meta_test, model, criterion, optimizer, update_num, ignore_grad
-            )
+            hooks = contextlib.nullcontext() if learned is None else learned.meta_test_hooks(
+                params, steps_sum, inner.inner_lrs(params), loss_scale(optimizer))
+            with hooks:
+                loss, sample_size, log = FairseqTask.train_step(
+                    task, meta_test, model, criterion, optimizer, update_num, ignore_grad
+                )
+            if learned is not None:
+                learned.add_weight(sample_size)
             if measure:
                 moved = _inner_move(params, theta)
     finally:
@@ -163,10 +191,15 @@ def _first_order(task, meta_train, meta_test, model, criterion, optimizer, inner
     return loss, sample_size, log, meta_train_logs
 
 
-def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_grad, count=True):
+def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_grad, count=True,
+                  steps_sum=None, on_step=None):
     """The first-order inner loop, in place on *params*: yields (the logging
     output of B_j at θ_{j-1}, whether its gradient was finite) after each step;
-    stops after a non-finite gradient, leaving θ_{j-1} in *params*."""
+    stops after a non-finite gradient, leaving θ_{j-1} in *params*.
+
+    *steps_sum*: a list (None per parameter to start) that receives Σ_j d_j in
+    fp32. *on_step(j, grads, directions)*: called after each inner step, before
+    *steps_sum* adds its direction (so it still holds Σ_{i<j} d_i)."""
     scale = loss_scale(optimizer)
     for j, batch in enumerate(batches, 1):
         loss, sample_size, log = _forward(criterion, model, batch, optimizer)
@@ -177,12 +210,121 @@ def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_gr
             _report_overflow(j, len(batches), scale)
             yield log, False
             return
-        inner.inner_step_(params, grads, count=count)
+        directions = inner.inner_step_(params, grads, count=count)
+        if on_step is not None:
+            on_step(j, grads, directions)
+        if steps_sum is not None:
+            _accumulate_(steps_sum, directions)
         # Free the inner gradients now, not at the next assignment: otherwise
         # they live through the next forward/backward and peak memory holds
         # one more copy of the parameters.
-        del grads, loss
+        del grads, loss, directions
         yield log, True
+
+
+@torch.no_grad()
+def _accumulate_(sums, directions, scale=1.0):
+    """sums[i] += scale · d_i (at least fp32, created at a parameter's first direction)."""
+    for i, d in enumerate(directions):
+        if d is None:
+            continue
+        if sums[i] is None:
+            sums[i] = d.to(torch.promote_types(d.dtype, torch.float32)) * scale
+        else:
+            sums[i].add_(d, alpha=scale)
+
+
+def _reptile(batches, model, criterion, optimizer, inner, ignore_grad, measure):
+    # The k inner steps in place on θ (one saved copy of θ); each direction d_j is
+    # added, loss-scaled, straight into .grad, which therefore ends up holding
+    # k·g = Σ_j d_j on top of earlier micro-batches: no buffer beyond θ's copy.
+    # Nothing here runs a forward through the data-parallel wrapper, so c10d's
+    # reducer is never armed; _reduce_like_ddp_ does its one all-reduce instead.
+    params = [p for p in model.parameters() if p.requires_grad]
+    theta = [p.detach().clone() for p in params]
+    inner_model = unwrap_data_parallel(model)
+    scale = loss_scale(optimizer)
+    k = len(batches)
+    learned = inner.learned_inner_lr
+    steps_sum = [None] * len(params) if learned is not None else None
+
+    def on_step(j, grads, directions):
+        _add_to_grads_(params, directions, scale)
+        if learned is not None and j > 1:
+            # ∂L(θ_{j-1}; B_j)/∂ log α = −α ⊙ ∇L(θ_{j-1}; B_j) ⊙ Σ_{i<j} d_i
+            alphas = inner.inner_lrs(params)
+            for i, (g, m) in enumerate(zip(grads, steps_sum)):
+                if g is not None and m is not None:
+                    learned.add_first_order_(i, g, m, alphas[i])
+            learned.add_weight(1)
+
+    logs, finite, rng, moved = [], True, None, None
+    try:
+        for log, finite in _inner_steps_(inner_model, criterion, batches, params, inner,
+                                         optimizer, ignore_grad, steps_sum=steps_sum,
+                                         on_step=on_step):
+            logs.append(log)
+            if not finite:
+                break
+            if measure and len(logs) == k - 1:
+                # B_k's forward comes next: the gain is measured on it (at θ_{k-1}
+                # after the others, at θ before them), with the same dropout masks.
+                rng = _rng_state(params[0].device)
+        if measure and finite:
+            moved = _inner_move(params, theta)
+    finally:
+        _restore_(params, theta)
+    if not finite:
+        _poison_grads_(params)
+    _reduce_like_ddp_(model, params)
+    log = _with_meta_train_logs(logs[0], logs, meta_test_counted=False)
+    if moved is not None:
+        log.update(moved)
+        if rng is not None:
+            log.update(_adaptation_gain(criterion, inner_model, batches[-1], optimizer, rng, logs[-1]))
+    return torch.zeros(()), 0 if ignore_grad else k, log
+
+
+@torch.no_grad()
+def _add_to_grads_(params, directions, scale):
+    """p.grad += scale · d (in p.grad's dtype, loss-scaled as a backward would be)."""
+    for p, d in zip(params, directions):
+        if d is None:
+            continue
+        if p.grad is None:
+            p.grad = (d * scale).to(p.dtype)
+        else:
+            p.grad.add_(d, alpha=scale)
+
+
+@torch.no_grad()
+def _poison_grads_(params):
+    """Every gradient NaN, so that fairseq's own checks take over, as
+    :func:`_poisoned_meta_test_step` does for MAML."""
+    for p in params:
+        p.grad = torch.full_like(p, float("nan"))
+
+
+@torch.no_grad()
+def _reduce_like_ddp_(model, params):
+    """Under torch's DistributedDataParallel (``--ddp-backend c10d``/pytorch_ddp),
+    average ``.grad`` over the ranks as its reducer would have in a backward:
+    one all-reduce of all gradients (zeros where a rank has none, so that every
+    rank sends the same layout), on the update's last micro-batch only (outside
+    ``no_sync``). legacy_ddp needs nothing: fairseq's trainer all-reduces
+    ``.grad`` itself after the last micro-batch."""
+    ddp = model
+    while isinstance(ddp, ModuleProxyWrapper):
+        ddp = ddp.module
+    if not isinstance(ddp, DistributedDataParallel) or not ddp.require_backward_grad_sync:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.flatten() for g in grads])
+    torch.distributed.all_reduce(flat, group=ddp.process_group)
+    flat /= torch.distributed.get_world_size(ddp.process_group)
+    for p, g in zip(params, torch.split(flat, [g.numel() for g in grads])):
+        p.grad = g.view_as(p).clone()
+
 
 
 def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad,
@@ -222,6 +364,14 @@ def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ign
         if ignore_grad:
             loss *= 0
         optimizer.backward(loss)
+    learned = inner.learned_inner_lr
+    if learned is not None:
+        # The backward above also reached log α through the inner steps.
+        for i, s in enumerate(learned.log_lrs):
+            if s.grad is not None:
+                learned.add_grad_(i, s.grad, scale)
+                s.grad = None
+        learned.add_weight(sample_size)
     if measure:
         log = dict(log, **_inner_move(fast, params), **_adaptation_gain(
             criterion, inner_objective.model, meta_test, optimizer, rng, log))
@@ -446,10 +596,13 @@ def unwrap_data_parallel(model):
     return model
 
 
-def _with_meta_train_logs(meta_test_log, meta_train_logs):
+def _with_meta_train_logs(meta_test_log, meta_train_logs, meta_test_counted=True):
+    """The logged losses: the meta-test batch's at θ_k (MAML) or B_1's at θ
+    (Reptile, where that is the loss k = 0 would log), beside the first
+    meta-train batch's (``meta_train_*``) and the episode's token count."""
     log = dict(meta_test_log)
     log.update({"meta_train_" + key: value for key, value in meta_train_logs[0].items()})
-    log["episode_ntokens"] = meta_test_log.get("ntokens", 0) + sum(
+    log["episode_ntokens"] = (meta_test_log.get("ntokens", 0) if meta_test_counted else 0) + sum(
         m.get("ntokens", 0) for m in meta_train_logs
     )
     return log

@@ -12,9 +12,11 @@ from .errors import MetaConfigError
 META_TASKS = "--task meta_masked_lm or meta_sentence_prediction"
 
 
-def check_pairing(task_name=None, optimizer_name=None, meta_train_steps=None, ddp_backend=None):
+def check_pairing(task_name=None, optimizer_name=None, meta_train_steps=None, ddp_backend=None,
+                  meta_objective=None, meta_order=None, inner_lr_learned=None):
     """Raise :class:`MetaConfigError` for a task/optimizer/backend combination that
     cannot train. Names not registered or not resolved (None) are not checked."""
+    _check_objective(meta_objective, meta_train_steps, meta_order, inner_lr_learned)
     from fairseq.optim import OPTIMIZER_REGISTRY
     from fairseq.tasks import TASK_REGISTRY
 
@@ -41,4 +43,21 @@ def check_pairing(task_name=None, optimizer_name=None, meta_train_steps=None, dd
             f"--meta-train-steps {k} does not support --ddp-backend fully_sharded: inner "
             "steps update full, unsharded weights on every rank; use --ddp-backend "
             "pytorch_ddp (c10d) or legacy_ddp"
+        )
+
+
+def _check_objective(meta_objective, k, meta_order, inner_lr_learned):
+    # k = 0 is plain training with either objective.
+    if meta_objective != "reptile" or k == 0:
+        return
+    if meta_order == "second":
+        raise MetaConfigError(
+            "--meta-objective reptile is first order by construction (θ moves toward θ_k, "
+            "no meta-test loss to differentiate through the inner steps); drop --meta-order second"
+        )
+    if inner_lr_learned not in (None, "none") and k is not None and k < 2:
+        raise MetaConfigError(
+            f"--inner-lr-learned {inner_lr_learned} with --meta-objective reptile needs "
+            "--meta-train-steps >= 2: α is learned from the loss of each inner batch after "
+            "the first, and with k = 1 there is none"
         )

@@ -23,18 +23,22 @@ def _run(*args):
 @pytest.mark.slow
 def test_benchmark_counts_every_token_and_reports_each_configuration(corpus, tmp_path):
     out = tmp_path / "raw.json"
-    proc = _run("--data", corpus, "--configs", "k1-first,k2-second", "--rounds", 1,
+    proc = _run("--data", corpus, "--configs", "k1-first,k2-second,k2-reptile,k1-first-learned-tensor",
+                "--rounds", 1,
                 "--updates", 2, "--warmup", 1, "--batch-size", 2, "--tokens-per-sample", 32,
                 "--json", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = json.loads(out.read_text())
     (round_,) = raw["throughput_rounds"]
-    configs = ["masked_lm", "k1-first", "k2-second"]  # stock is always added
+    configs = ["masked_lm", "k1-first", "k2-second", "k2-reptile", "k1-first-learned-tensor"]  # stock added
     assert sorted(round_["tokens"]) == sorted(configs)
     # full 32-token blocks, 2 per mini-batch, 2 timed updates; depth k: k + 1 mini-batches
     assert round_["tokens"]["masked_lm"] == 2 * 2 * 32
     assert round_["tokens"]["k1-first"] == 2 * round_["tokens"]["masked_lm"]
     assert round_["tokens"]["k2-second"] == 3 * round_["tokens"]["masked_lm"]
+    # Reptile holds no mini-batch back: depth k is k mini-batches
+    assert round_["tokens"]["k2-reptile"] == 2 * round_["tokens"]["masked_lm"]
+    assert round_["tokens"]["k1-first-learned-tensor"] == 2 * round_["tokens"]["masked_lm"]
     assert all(s > 0 for s in round_["seconds"].values())
     assert sorted(raw["memory"]) == sorted(configs)
     assert all(m["peak_bytes"] > m["param_bytes"] > 0 for m in raw["memory"].values())

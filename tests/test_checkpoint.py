@@ -2,6 +2,7 @@
 the pre-trained weights with stock fairseq RoBERTa, and how fairseq loads them
 with the plugin (weights-only; the refusals: tests/test_checkpoint_safety.py)."""
 import csv
+import math
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,11 @@ RUNS = {
     # the inner step reads the outer Adam's state: resuming must restore it exactly
     "k2-first-adam-preconditioned": (2, "first", ["--inner-preconditioner", "adam",
                                                   "--log-adaptation-interval", "2"]),
+    # Reptile with a learned α per weight: log α and its Adam must resume exactly
+    "k2-reptile-learned-coordinate": (2, "first", ["--meta-objective", "reptile",
+                                                   "--inner-lr-learned", "coordinate",
+                                                   "--log-adaptation-interval", "2"]),
+    "k1-first-learned-tensor": (1, "first", ["--inner-lr-learned", "tensor"]),
 }
 
 
@@ -102,8 +108,19 @@ def test_resume_is_bit_identical(corpus, tmp_path, uninterrupted, run):
     # across the restart (3k before it, restored from the checkpoint, + 3k after).
     expected = {"num_inner_steps": 6 * k, "inner_lr": 0.05, "meta_order": order,
                 "inner_preconditioner": "adam" if "--inner-preconditioner" in extra else "none"}
-    assert a["last_optimizer_state"]["fairseq_meta"] == expected
-    assert b["last_optimizer_state"]["fairseq_meta"] == expected
+    meta_a, meta_b = dict(a["last_optimizer_state"]["fairseq_meta"]), dict(b["last_optimizer_state"]["fairseq_meta"])
+    learned_a, learned_b = meta_a.pop("learned_inner_lr", None), meta_b.pop("learned_inner_lr", None)
+    assert meta_a == expected
+    assert meta_b == expected
+    if "--inner-lr-learned" in extra:
+        # log α moved away from log(--inner-lr), and resumed bit for bit with its Adam.
+        assert learned_a["granularity"] == learned_b["granularity"] == extra[extra.index("--inner-lr-learned") + 1]
+        for sa, sb in zip(learned_a["log_lrs"], learned_b["log_lrs"]):
+            assert torch.equal(sa, sb)
+        assert any(not torch.allclose(sa, torch.full_like(sa, math.log(0.05))) for sa in learned_a["log_lrs"])
+        _assert_same_optimizer_state(learned_a["adam"], learned_b["adam"])
+    else:
+        assert learned_a is None and learned_b is None
 
 
 def test_meta_optimizer_state_is_restored_from_the_checkpoint(corpus, tmp_path, uninterrupted_k1):

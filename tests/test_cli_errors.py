@@ -39,6 +39,21 @@ CASES = {
     ),
     "valid-adapt-steps-negative": ("corpus", ["--valid-adapt-steps", "-2"], ["--valid-adapt-steps", "-2"]),
     "episode-cannot-be-formed": ("corpus", ["--meta-train-steps", "500"], ["--meta-train-steps 500", "episode"]),
+    "meta-objective-unknown": ("corpus", ["--meta-objective", "fomaml"], ["--meta-objective", "fomaml"]),
+    "reptile-second-order": (
+        "corpus", ["--meta-objective", "reptile", "--meta-order", "second"],
+        ["--meta-objective reptile", "--meta-order second"]
+    ),
+    "learned-inner-lr-reptile-k1": (
+        "corpus", ["--meta-objective", "reptile", "--inner-lr-learned", "tensor"],
+        ["--inner-lr-learned tensor", "--meta-train-steps >= 2"]
+    ),
+    "learned-inner-lr-with-adam": (
+        "corpus", ["--meta-train-steps", "0", "--optimizer", "adam", "--inner-lr-learned", "tensor"],
+        ["--inner-lr-learned"]
+    ),
+    "inner-lr-lr-zero": ("corpus", ["--inner-lr-learned", "tensor", "--inner-lr-lr", "0"], ["--inner-lr-lr"]),
+    "inner-lr-learned-unknown": ("corpus", ["--inner-lr-learned", "layer"], ["--inner-lr-learned", "layer"]),
     "empty-valid-split": ("empty_valid", [], ["{data}/valid", "at least 1 block", "--disable-validation"]),
     "missing-valid-split": ("corpus", ["--valid-subset", "test"], ["'test' split", "--disable-validation"]),
 }

@@ -1,5 +1,6 @@
 """Data parallel on CPU (gloo, legacy_ddp): each rank adapts on its own episode
-with no communication; only the meta-test gradient is all-reduced, once per update.
+with no communication; only the meta-test gradient (Reptile: the pseudo-gradient)
+is all-reduced, once per update.
 
 - replicas stay bit-identical after N updates;
 - 2 ranks × 1 episode equal 1 process × --update-freq 2 over the same episodes
@@ -46,21 +47,32 @@ def run_two_ranks(data, save_dir, k, extra=()):
     return [torch.load(save_dir / f"weights-rank{r}.pt") for r in range(2)]
 
 
-def test_two_ranks_stay_identical_and_match_update_freq_two(corpus, tmp_path):
-    for k, order in [(1, "first"), (1, "second")]:
-        ranks = run_two_ranks(corpus, tmp_path / f"ddp{k}{order}", k, ["--meta-order", order])
-        for name in ranks[0]:
-            assert torch.equal(ranks[0][name], ranks[1][name]), f"replicas diverged: {name}"
+# id: (k, flags). Reptile and the learned α also all-reduce what they add (the
+# pseudo-gradient; ∂L/∂log α with its weight).
+SETTINGS = {
+    "k1-first": (1, ["--meta-order", "first"]),
+    "k1-second": (1, ["--meta-order", "second"]),
+    "k1-first-learned-tensor": (1, ["--inner-lr-learned", "tensor"]),
+    "k2-reptile-learned-tensor": (2, ["--meta-objective", "reptile", "--inner-lr-learned", "tensor"]),
+}
 
-        single_dir = tmp_path / f"single{k}{order}"
+
+def test_two_ranks_stay_identical_and_match_update_freq_two(corpus, tmp_path):
+    for setting, (k, flags) in SETTINGS.items():
+        ranks = run_two_ranks(corpus, tmp_path / f"ddp-{setting}", k, flags)
+        for name in ranks[0]:
+            assert torch.equal(ranks[0][name], ranks[1][name]), f"{setting}: replicas diverged: {name}"
+
+        single_dir = tmp_path / f"single-{setting}"
         proc = subprocess.run(
-            [sys.executable, str(DRIVER), *common(corpus, k, ["--meta-order", order]),
+            [sys.executable, str(DRIVER), *common(corpus, k, flags),
              "--save-dir", str(single_dir), "--update-freq", "2"],
             capture_output=True, text=True, timeout=HANG_GUARD_S, env=cli_env())
         assert proc.returncode == 0, proc.stderr[-3000:]
         single = torch.load(single_dir / "weights-rank0.pt")
         for name in single:
-            torch.testing.assert_close(ranks[0][name], single[name], rtol=1e-5, atol=1e-6, msg=name)
+            torch.testing.assert_close(ranks[0][name], single[name], rtol=1e-5, atol=1e-6,
+                                       msg=f"{setting}: {name}")
 
 
 def test_c10d_two_ranks_stay_identical(corpus, tmp_path):
@@ -70,7 +82,7 @@ def test_c10d_two_ranks_stay_identical(corpus, tmp_path):
     often as one ordinary backward; the meta-gradients reduced in that backward
     keep the replicas identical. (fairseq's own
     c10d wrapper passes device_ids=[0] and cannot run on CPU.)"""
-    for order in ("first", "second"):
+    for order in ("first", "second", "reptile"):
         out = tmp_path / order
         out.mkdir()
         proc = subprocess.run(
@@ -82,7 +94,14 @@ def test_c10d_two_ranks_stay_identical(corpus, tmp_path):
         # Only the meta-test backward communicates: each update all-reduces
         # exactly as often as one ordinary backward does.
         per_backward, *per_update = r0.pop("_reductions").tolist()
-        r1.pop("_reductions")
-        assert per_backward > 0 and per_update == [per_backward] * 3, (per_backward, per_update)
+        direct = r0.pop("_direct").tolist()
+        r1.pop("_reductions"), r1.pop("_direct")
+        if order == "reptile":
+            # No forward through DDP, so its reducer never runs; one all-reduce of
+            # the pseudo-gradient per update instead.
+            assert per_update == [0] * 3 and direct == [1] * 3, (per_update, direct)
+        else:
+            assert per_backward > 0 and per_update == [per_backward] * 3, (per_backward, per_update)
+            assert direct == [0] * 3, direct
         for name in r0:
             assert torch.equal(r0[name], r1[name]), f"{order}: replicas diverged at {name}"

@@ -24,14 +24,16 @@ class EpisodeDataset(BaseWrapperDataset):
     ``collater`` returns ``{"meta_train": [B_1..B_k], "meta_test": B_q}``, each
     collated by the wrapped dataset exactly as it would be without episodes; with
     ``episode_size == 1`` the mini-batches and their order are those of the plain
-    dataset.
+    dataset. With ``meta_test=False`` (Reptile) no mini-batch is held back:
+    ``{"meta_train": [B_1..B_k], "meta_test": None}`` with k = ``episode_size``.
     """
 
-    def __init__(self, dataset, episode_size):
+    def __init__(self, dataset, episode_size, meta_test=True):
         super().__init__(dataset)
         if episode_size < 1:
             raise MetaConfigError(f"an episode needs at least one mini-batch (got {episode_size})")
         self.episode_size = episode_size
+        self.meta_test = meta_test
 
     @property
     def supports_prefetch(self):
@@ -50,7 +52,14 @@ class EpisodeDataset(BaseWrapperDataset):
         for position, sample in samples:
             minibatches[position].append(sample)
         collated = [self.dataset.collater(mb) for mb in minibatches]
+        if not self.meta_test:
+            return {"meta_train": collated, "meta_test": None}
         return {"meta_train": collated[:-1], "meta_test": collated[-1]}
+
+    def _composition(self):
+        if self.meta_test:
+            return f"--meta-train-steps {self.episode_size - 1} + 1 meta-test"
+        return f"--meta-train-steps {self.episode_size}, --meta-objective reptile"
 
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
         minibatches = self.dataset.batch_by_size(
@@ -64,7 +73,7 @@ class EpisodeDataset(BaseWrapperDataset):
         if num_episodes == 0:
             raise MetaConfigError(
                 f"cannot form one episode: the data gives {len(minibatches)} mini-batch(es), "
-                f"an episode needs {k1} (--meta-train-steps {k1 - 1} + 1 meta-test); "
+                f"an episode needs {k1} ({self._composition()}); "
                 "use more data or a smaller --batch-size/--max-tokens"
             )
         if len(minibatches) % k1:

@@ -3,7 +3,8 @@
 and :func:`table`).
 
 Compares fairseq's stock ``masked_lm`` with ``meta_masked_lm`` at k = 0, 1, 2 (first
-order) and k = 1, 2 (second order): same model, same mini-batch size, same data,
+order), k = 1, 2 (second order), Reptile (k = 1, 2) and first order with a learned α
+(per tensor, per weight): same model, same mini-batch size, same data,
 same machine, each through fairseq's own ``Trainer.train_step``.
 
 Throughput: one worker process builds a Trainer per configuration and runs them
@@ -37,6 +38,10 @@ CONFIGS = {
     "k2-first": ["--meta-train-steps", "2"],
     "k1-second": ["--meta-train-steps", "1", "--meta-order", "second"],
     "k2-second": ["--meta-train-steps", "2", "--meta-order", "second"],
+    "k1-reptile": ["--meta-train-steps", "1", "--meta-objective", "reptile"],
+    "k2-reptile": ["--meta-train-steps", "2", "--meta-objective", "reptile"],
+    "k1-first-learned-tensor": ["--meta-train-steps", "1", "--inner-lr-learned", "tensor"],
+    "k1-first-learned-coordinate": ["--meta-train-steps", "1", "--inner-lr-learned", "coordinate"],
 }
 META = ["--task", "meta_masked_lm", "--criterion", "meta_masked_lm", "--optimizer", "meta_adam",
         "--inner-lr", "1e-3"]
@@ -80,7 +85,9 @@ def build(args, config):
 
 
 def n_tokens(sample):
-    batches = sample["meta_train"] + [sample["meta_test"]] if "meta_test" in sample else [sample]
+    if "meta_train" not in sample:
+        return int(sample["ntokens"])
+    batches = sample["meta_train"] + ([sample["meta_test"]] if sample["meta_test"] is not None else [])
     return sum(int(b["ntokens"]) for b in batches)
 
 

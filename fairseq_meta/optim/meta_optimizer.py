@@ -31,11 +31,13 @@ from omegaconf import II
 
 from ..errors import MetaConfigError
 from ..pairing import check_pairing
+from .learned_inner_lr import LearnedInnerLR
 
 logger = logging.getLogger(__name__)
 
 META_ORDER_CHOICES = ChoiceEnum(["first", "second"])
 INNER_PRECONDITIONER_CHOICES = ChoiceEnum(["none", "adam"])
+INNER_LR_LEARNED_CHOICES = ChoiceEnum(["none", "tensor", "coordinate"])
 
 
 @dataclass
@@ -66,8 +68,27 @@ class MetaOptimizerConfig(FairseqDataclass):
             "differentiate through the inner steps (memory grows with k)"
         },
     )
+    inner_lr_learned: INNER_LR_LEARNED_CHOICES = field(
+        default="none",
+        metadata={
+            "help": "learn α (Meta-SGD, Li et al. 2017): none: α = --inner-lr throughout; "
+            "tensor: one α per weight tensor; coordinate: one α per weight. α = exp(s), s "
+            "initialised to log(--inner-lr) and trained by its own Adam (--inner-lr-lr) on "
+            "the meta-gradient ∂L/∂s"
+        },
+    )
+    inner_lr_lr: float = field(
+        default=1e-3,
+        metadata={
+            "help": "learning rate of the Adam that trains log α (--inner-lr-learned); "
+            "constant (no --lr-scheduler), so log α moves by at most about this much per "
+            "update; must be > 0"
+        },
+    )
     # Read for the pairing check only (fairseq_meta.pairing).
     task_name: Optional[str] = II("task._name")
+    meta_objective: Optional[str] = II("oc.select:task.meta_objective,null")
+    meta_train_steps: Optional[int] = II("oc.select:task.meta_train_steps,null")
 
 
 class MetaOptimizer:
@@ -101,12 +122,22 @@ class MetaOptimizer:
         self.inner_preconditioner = preconditioner
         if not cfg.inner_lr > 0:
             raise MetaConfigError(f"--inner-lr must be > 0 (got {cfg.inner_lr})")
-        check_pairing(task_name=_task_name(cfg), optimizer_name=cfg._name)
+        self.inner_lr_learned = str(getattr(cfg, "inner_lr_learned", "none"))
+        if self.inner_lr_learned != "none" and not cfg.inner_lr_lr > 0:
+            raise MetaConfigError(f"--inner-lr-lr must be > 0 (got {cfg.inner_lr_lr})")
+        check_pairing(task_name=_task_name(cfg), optimizer_name=cfg._name,
+                      meta_objective=_task_setting(cfg, "meta_objective"),
+                      meta_train_steps=_task_setting(cfg, "meta_train_steps"),
+                      meta_order=str(cfg.meta_order), inner_lr_learned=self.inner_lr_learned)
         self.inner_lr = float(cfg.inner_lr)
         self.second_order = cfg.meta_order == "second"
+        self.learned_inner_lr = (
+            LearnedInnerLR(self.inner_lr_learned, self.inner_lr, float(cfg.inner_lr_lr))
+            if self.inner_lr_learned != "none" else None)
         self.num_inner_steps = 0
         self._outer = None  # the precision wrapper of this episode (see episode())
         self._moments = None  # id(param) -> (v, bias correction, ε), per episode
+        self._rates = None  # (differentiable, learned α per parameter), per episode
         self._warned_no_state = False
 
     @contextlib.contextmanager
@@ -117,11 +148,21 @@ class MetaOptimizer:
         master copies, which only the wrapper can map. The outer state is read
         once per episode and not written during it: the preconditioner is a
         constant of the episode."""
-        self._outer, self._moments = outer_optimizer, None
+        self._outer, self._moments, self._rates = outer_optimizer, None, None
         try:
             yield self
         finally:
-            self._outer, self._moments = None, None
+            self._outer, self._moments, self._rates = None, None, None
+
+    def inner_lrs(self, params, differentiable=False):
+        """α for each of θ's *params* in this episode: the learned ones (read once
+        per episode; *differentiable*: as functions of log α, for second order),
+        or None when α is the constant ``--inner-lr``."""
+        if self.learned_inner_lr is None:
+            return None
+        if self._rates is None or self._rates[0] != differentiable:
+            self._rates = (differentiable, self.learned_inner_lr.rates(params, differentiable))
+        return self._rates[1]
 
     def inner_direction(self, params, grads):
         """The direction the inner step moves each parameter against. *params*
@@ -183,21 +224,38 @@ class MetaOptimizer:
     def inner_step_(self, params, grads, count=True):
         """θ ← θ − α d, in place (first order); untouched parameters keep their value.
         *count*: whether the step counts toward ``num_inner_steps`` (training
-        episodes do; adapted validation does not)."""
-        touched = [(p, d) for p, d in zip(params, self.inner_direction(params, grads)) if d is not None]
+        episodes do; adapted validation does not). Returns the directions d
+        (None where a parameter was not reached)."""
+        directions = self.inner_direction(params, grads)
+        touched = [(p, d, i) for i, (p, d) in enumerate(zip(params, directions)) if d is not None]
         if touched:
             # fp32 directions (preconditioned) onto half-precision weights: the step
             # α d is formed in fp32 and rounded once, when it is added.
-            torch._foreach_add_([p for p, _ in touched], [d for _, d in touched], alpha=-self.inner_lr)
+            rates = self.inner_lrs(params)
+            if rates is None:
+                torch._foreach_add_([p for p, _, _ in touched], [d for _, d, _ in touched],
+                                    alpha=-self.inner_lr)
+            else:
+                for p, d, i in touched:
+                    p.add_(d * rates[i], alpha=-1.0)
         if count:
             self.num_inner_steps += 1
+        return directions
 
     def inner_step(self, params, weights, grads):
-        """θ_j = θ_{j-1} − α d as new tensors, differentiable (second order);
-        *weights* are θ_{j-1}, *params* θ's parameters they stand for."""
+        """θ_j = θ_{j-1} − α d as new tensors, differentiable (second order, also
+        in a learned α); *weights* are θ_{j-1}, *params* θ's parameters they stand for."""
         directions = self.inner_direction(params, grads)
         self.num_inner_steps += 1
-        return [w if d is None else w - (self.inner_lr * d).to(w.dtype) for w, d in zip(weights, directions)]
+        rates = self.inner_lrs(params, differentiable=True) or [self.inner_lr] * len(params)
+        return [w if d is None else w - (rate * d).to(w.dtype)
+                for w, d, rate in zip(weights, directions, rates)]
+
+    def step(self, *args, **kwargs):
+        """The outer step, then (``--inner-lr-learned``) the step of log α."""
+        super().step(*args, **kwargs)
+        if self.learned_inner_lr is not None:
+            self.learned_inner_lr.step()
 
     def state_dict(self):
         state = dict(super().state_dict())
@@ -207,6 +265,8 @@ class MetaOptimizer:
             "meta_order": "second" if self.second_order else "first",
             "inner_preconditioner": self.inner_preconditioner,
         }
+        if self.learned_inner_lr is not None:
+            state[self.STATE_KEY]["learned_inner_lr"] = self.learned_inner_lr.state_dict()
         return state
 
     def load_state_dict(self, state_dict, optimizer_overrides=None):
@@ -215,6 +275,8 @@ class MetaOptimizer:
         super().load_state_dict(state_dict, optimizer_overrides)
         if meta is not None:
             self.num_inner_steps = meta["num_inner_steps"]
+            if self.learned_inner_lr is not None:
+                self.learned_inner_lr.load_state_dict(meta.get("learned_inner_lr"))
             current = "second" if self.second_order else "first"
             saved = (meta["inner_lr"], meta["meta_order"], meta.get("inner_preconditioner", "none"))
             if saved != (self.inner_lr, current, self.inner_preconditioner):
@@ -229,6 +291,13 @@ def _task_name(cfg):
     try:
         return cfg.task_name
     except Exception:  # no task in this config (e.g. an optimizer built by hand)
+        return None
+
+
+def _task_setting(cfg, key):
+    try:
+        return getattr(cfg, key)
+    except Exception:  # no task in this config
         return None
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 from fairseq import utils
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II, MISSING
 
@@ -22,9 +22,12 @@ from ..data.complete_batches_dataset import CompleteBatchesDataset
 from ..data.episode_dataset import EpisodeDataset
 from ..errors import MetaConfigError
 from ..meta_learning import adapted_valid_step, meta_train_step
+from ..optim.meta_optimizer import find_meta_optimizer
 from ..pairing import check_pairing
 
 logger = logging.getLogger(__name__)
+
+META_OBJECTIVE_CHOICES = ChoiceEnum(["maml", "reptile"])
 
 
 @dataclass
@@ -37,6 +40,16 @@ class MetaTaskConfig(FairseqDataclass):
             "help": "k, the depth of meta-train: an episode is k meta-train mini-batches "
             "(k inner steps) and 1 meta-test mini-batch; 0 is plain multi-task "
             "training (with --task meta_masked_lm, identical to --task masked_lm)"
+        },
+    )
+    meta_objective: META_OBJECTIVE_CHOICES = field(
+        default="maml",
+        metadata={
+            "help": "maml: k meta-train mini-batches adapt θ to θ_k, the meta-gradient is "
+            "∇L(θ_k; B_q) of a held-back meta-test mini-batch (first or second order); "
+            "reptile (Nichol et al. 2018): the episode is k mini-batches, all inner steps, "
+            "and the outer optimizer receives (θ − θ_k) / (kα), the mean inner direction; "
+            "no meta-test batch, first order only"
         },
     )
     log_adaptation_interval: int = field(
@@ -60,6 +73,8 @@ class MetaTaskConfig(FairseqDataclass):
     # Read from the rest of the configuration, never set here. oc.select: tools
     # that build no optimizer (fairseq-validate) resolve it to None.
     optimizer_name: Optional[str] = II("oc.select:optimizer._name,null")
+    meta_order: Optional[str] = II("oc.select:optimizer.meta_order,null")
+    inner_lr_learned: Optional[str] = II("oc.select:optimizer.inner_lr_learned,null")
     train_subset: str = II("dataset.train_subset")
     ddp_backend: Optional[str] = II("distributed_training.ddp_backend")
 
@@ -88,19 +103,28 @@ class MetaTask:
             optimizer_name=_resolved(cfg, "optimizer_name"),
             meta_train_steps=k,
             ddp_backend=_resolved(cfg, "ddp_backend"),
+            meta_objective=str(_resolved(cfg, "meta_objective", "maml")),
+            meta_order=_resolved(cfg, "meta_order"),
+            inner_lr_learned=_resolved(cfg, "inner_lr_learned"),
         )
 
     @property
+    def holds_back_meta_test(self):
+        """Whether an episode ends with a meta-test mini-batch: always for MAML and
+        for k = 0 (plain training); never for Reptile."""
+        return self.cfg.meta_train_steps == 0 or str(self.cfg.meta_objective) != "reptile"
+
+    @property
     def episode_size(self):
-        """k meta-train mini-batches + 1 meta-test mini-batch."""
-        return self.cfg.meta_train_steps + 1
+        """k meta-train mini-batches + 1 meta-test mini-batch (Reptile: k)."""
+        return self.cfg.meta_train_steps + int(self.holds_back_meta_test)
 
     def as_episodes(self, split, dataset):
         """The training split in episodes; any other split (validation) in plain
         mini-batches that cover every example."""
         if split != _resolved(self.cfg, "train_subset", "train"):
             return CompleteBatchesDataset(dataset, split)
-        return EpisodeDataset(dataset, self.episode_size)
+        return EpisodeDataset(dataset, self.episode_size, meta_test=self.holds_back_meta_test)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         k = self.cfg.meta_train_steps
@@ -172,6 +196,7 @@ class MetaTask:
                                priority=1, round=3)
         if not any("episode_ntokens" in log for log in logging_outputs):
             return  # validation: plain mini-batches
+        _log_learned_inner_lr(getattr(self, "_outer_optimizer", None))
         outer_move, self._outer_move = getattr(self, "_outer_move", None), None
         if outer_move is not None:
             metrics.log_scalar("outer_move", outer_move, 1, round=6)
@@ -211,6 +236,17 @@ def _log_adaptation(logging_outputs, total):
             metrics.log_scalar(name, gain, size, round=4)
         else:
             _drop_unmeasured(name)
+
+
+def _log_learned_inner_lr(optimizer):
+    """inner_lr_mean, _min, _max (over the entries of α: tensors or weights) of a
+    learned α, as it stands after the logged update; averaged over a log row's
+    updates like every other training metric (and so in tensorboard)."""
+    inner = find_meta_optimizer(optimizer)
+    learned = getattr(inner, "learned_inner_lr", None)
+    stats = learned.stats() if learned is not None else None
+    for name, value in (stats or {}).items():
+        metrics.log_scalar(name, value, 1, round=6)
 
 
 def _drop_unmeasured(*names):

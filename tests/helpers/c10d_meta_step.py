@@ -1,6 +1,6 @@
 """Two gloo ranks, each runs meta train steps on torch's DistributedDataParallel
 (c10d) wrapped as fairseq wraps it, and writes its gradients and weights.
-Usage: python c10d_meta_step.py CORPUS OUT_DIR ORDER"""
+Usage: python c10d_meta_step.py CORPUS OUT_DIR ORDER|reptile"""
 import os
 import sys
 
@@ -21,8 +21,10 @@ def run(rank, corpus, out_dir, order, port):
     torch.manual_seed(0)
     # Every update also measures the adaptation gain: its extra forward at θ must
     # not arm a reduction either.
+    objective = ["--meta-objective", "reptile"] if order == "reptile" else []
     task, model, criterion, optimizer, episodes = build(
-        corpus, k=2, order=order, extra=["--log-adaptation-interval", "1"])
+        corpus, k=2, order="first" if order == "reptile" else order,
+        extra=["--log-adaptation-interval", "1", *objective])
     ddp = DistributedDataParallel(model)
     reductions = []
 
@@ -31,24 +33,36 @@ def run(rank, corpus, out_dir, order, port):
         return default_hooks.allreduce_hook(state, bucket)
 
     ddp.register_comm_hook(None, counting_allreduce)
+    # All-reduces outside DDP's reducer (Reptile does its own, once per update).
+    direct = []
+    all_reduce = dist.all_reduce
+
+    def counting_direct_allreduce(*args, **kwargs):
+        direct.append(1)
+        return all_reduce(*args, **kwargs)
+
+    dist.all_reduce = counting_direct_allreduce
     wrapped = ModuleProxyWrapper(ddp)
     episodes = list(episodes)
 
     # How many bucket all-reduces one ordinary forward/backward makes.
-    criterion(wrapped, episodes[0]["meta_test"])[0].backward()
+    criterion(wrapped, episodes[0]["meta_train"][0])[0].backward()
     per_backward = len(reductions)
-    per_update = []
+    per_update, direct_per_update = [], []
     for update in range(3):
         episode = episodes[2 * update + rank]  # each rank its own episode
         model.zero_grad()
         reductions.clear()
+        direct.clear()
         task.train_step(episode, wrapped, criterion, optimizer, update_num=update)
         per_update.append(len(reductions))
+        direct_per_update.append(len(direct))
         with torch.no_grad():
             for p in model.parameters():
                 p -= 1e-2 * p.grad
     state = {n: p.detach().clone() for n, p in model.named_parameters()}
     state["_reductions"] = torch.tensor([per_backward, *per_update])
+    state["_direct"] = torch.tensor(direct_per_update)
     torch.save(state, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

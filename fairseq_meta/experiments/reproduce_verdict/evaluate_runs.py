@@ -15,7 +15,8 @@ def checkpoints_to_evaluate(exp, selected):
         rows.append((f"s{seed}-k0", run_name(seed, 0), u, 0, "k = 0", seed))
         rows.append((f"s{seed}-k0-2U", run_name(seed, 0), 2 * u, 0, "k = 0 at 2U", seed))
         rows.append((f"s{seed}-k1", run_name(seed, 1, selected), u, 1, describe(1, selected), seed))
-    for run in sweep_runs(exp)[1:] + after_selection_runs(exp, selected)[:2]:
+    extra = [r for r in after_selection_runs(exp, selected) if r[0] == s["sweep_seed"]]
+    for run in sweep_runs(exp)[1:] + extra:
         seed, k, setting, order = run
         if k == 1 and order == "first" and setting["name"] == selected["name"]:
             continue  # evaluated as s{seed}-k1

@@ -19,7 +19,13 @@ def describe(k, setting=None, order="first", objective="mlm"):
     suffix = ", MLM + NSP" if objective == "nsp" else ""
     if k == 0:
         return "k = 0" + suffix
-    text = f"k = {k}, {PRECONDITIONERS[setting['preconditioner']]} α = {setting['alpha']:g}"
+    rule = PRECONDITIONERS[setting["preconditioner"]]
+    if setting.get("objective") == "reptile":
+        rule = "Reptile, " + rule
+    alpha = f"α = {setting['alpha']:g}"
+    if setting.get("learned", "none") != "none":
+        alpha = f"α learned per {setting['learned']} from {setting['alpha']:g}"
+    text = f"k = {k}, {rule} {alpha}"
     return text + (", second order" if order == "second" else "") + suffix
 
 
@@ -30,6 +36,10 @@ def inner_flags(k, setting, order="first"):
     flags = ["--meta-train-steps", k, "--inner-lr", setting["alpha"], "--meta-order", order]
     if setting["preconditioner"] == "adam":
         flags += ["--inner-preconditioner", "adam"]
+    if setting.get("objective", "maml") != "maml":
+        flags += ["--meta-objective", setting["objective"]]
+    if setting.get("learned", "none") != "none":
+        flags += ["--inner-lr-learned", setting["learned"]]
     return flags
 
 
@@ -93,10 +103,13 @@ def sweep_runs(exp):
 
 
 def after_selection_runs(exp, selected):
-    """[(seed, k, setting, order)]: k = 2 and second order at the selected setting, then
-    k = 0 and the selected k = 1 for every fresh seed."""
+    """[(seed, k, setting, order)]: k = 2 and second order (not for Reptile, which is
+    first order by construction) at the selected setting, then k = 0 and the selected
+    k = 1 for every fresh seed."""
     seed = exp.settings["sweep_seed"]
-    runs = [(seed, 2, selected, "first"), (seed, 1, selected, "second")]
+    runs = [(seed, 2, selected, "first")]
+    if selected.get("objective") != "reptile":
+        runs.append((seed, 1, selected, "second"))
     for fresh in exp.derived["fresh_seeds"]:
         runs += [(fresh, 0, None, "first"), (fresh, 1, selected, "first")]
     return runs

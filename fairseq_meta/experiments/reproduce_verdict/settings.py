@@ -17,6 +17,7 @@ MODES = {
         lr=1e-3, warmup=500, updates=1500, checkpoint_interval=500, valid_interval=500,
         log_interval=100, dropout=0.1, weight_decay=0.01,
         sgd_inner_lrs="0.01,0.03,0.1,0.3", adam_inner_lrs="3e-4,1e-3,3e-3",
+        reptile_inner_lrs="", learned_inner_lrs="",
         sweep_seed=1, seeds="2,3,4", corpus="gutenberg", vocab_size=8000,
         spm_input_lines=300000, ad_steps="0,1,4,16,64", ad_seeds=5, ad_eval_blocks=256,
         ad_lr=5e-4, ad_batch_size=16, device="cpu", fp16=0,
@@ -27,7 +28,7 @@ MODES = {
         layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
         lr=1e-3, warmup=2, updates=8, checkpoint_interval=4, valid_interval=4,
         log_interval=2, dropout=0.1, weight_decay=0.01,
-        sgd_inner_lrs="0.1", adam_inner_lrs="1e-3",
+        sgd_inner_lrs="0.1", adam_inner_lrs="1e-3", reptile_inner_lrs="", learned_inner_lrs="",
         sweep_seed=1, seeds="2", corpus="gutenberg/nltk-selections/chesterton-thursday.txt",
         vocab_size=400, spm_input_lines=5000, ad_steps="0,1,2", ad_seeds=2, ad_eval_blocks=4,
         ad_lr=5e-4, ad_batch_size=4, device="cpu", fp16=0,
@@ -40,6 +41,14 @@ MODES = {
 # U = 1500, as in the hand-run table).
 SUMMARY_WINDOW = 0.3
 PRECONDITIONERS = {"sgd": "SGD", "adam": "Adam-preconditioned"}
+# --KIND-inner-lrs: the k = 1 settings the sweep tries, per kind: the inner rule,
+# the meta-objective and whether α is learned (from the listed value, per tensor).
+SWEEP_KINDS = {
+    "sgd": dict(preconditioner="sgd", objective="maml", learned="none"),
+    "adam": dict(preconditioner="adam", objective="maml", learned="none"),
+    "reptile": dict(preconditioner="sgd", objective="reptile", learned="none"),
+    "learned": dict(preconditioner="sgd", objective="maml", learned="tensor"),
+}
 
 
 def settings_for(quick, overrides, data_root):
@@ -76,18 +85,17 @@ def settings_for(quick, overrides, data_root):
         if not 0 <= s[key] < 1:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be in [0, 1) (got {s[key]})")
     settings_list = []
-    for precond in PRECONDITIONERS:
-        text = s[f"{precond}_inner_lrs"].strip()
+    for kind, rule in SWEEP_KINDS.items():
+        text = s[f"{kind}_inner_lrs"].strip()
         for item in [x.strip() for x in text.split(",")] if text else []:
             try:
                 alpha = float(item)
             except ValueError:
                 alpha = float("nan")
             if not (alpha > 0 and math.isfinite(alpha)):
-                raise MetaConfigError(f"--{precond}-inner-lrs wants comma-separated positive "
+                raise MetaConfigError(f"--{kind}-inner-lrs wants comma-separated positive "
                                       f"numbers (got '{item}')")
-            settings_list.append({"name": f"{precond}{item}", "preconditioner": precond,
-                                  "alpha": alpha})
+            settings_list.append({"name": f"{kind}{item}", "alpha": alpha, **rule})
     if not settings_list:
         raise MetaConfigError("the sweep needs at least one inner setting "
                               "(--sgd-inner-lrs, --adam-inner-lrs)")
