@@ -224,12 +224,15 @@ def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_gr
 
 @torch.no_grad()
 def _accumulate_(sums, directions, scale=1.0):
-    """sums[i] += scale · d_i (at least fp32, created at a parameter's first direction)."""
+    """sums[i] += scale · d_i (at least fp32, created at a parameter's first direction).
+    The first direction itself becomes the sum when it is already fp32/fp64 and
+    scale is 1: directions are fresh tensors that nothing reads after their step."""
     for i, d in enumerate(directions):
         if d is None:
             continue
         if sums[i] is None:
-            sums[i] = d.to(torch.promote_types(d.dtype, torch.float32)) * scale
+            dtype = torch.promote_types(d.dtype, torch.float32)
+            sums[i] = d if (d.dtype == dtype and scale == 1.0) else d.to(dtype) * scale
         else:
             sums[i].add_(d, alpha=scale)
 

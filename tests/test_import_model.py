@@ -130,3 +130,84 @@ def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path):
     _fails_with_one_line(other, out, expect="tokenizer and model do not match")
     assert not out.exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+FILL_MASK = r"""
+import json, sys
+import fairseq_meta  # noqa: F401
+from fairseq.models.roberta import RobertaModel
+
+save_dir, data = sys.argv[1], sys.argv[2]
+roberta = RobertaModel.from_pretrained(save_dir, "checkpoint_last.pt", data_name_or_path=data,
+                                       bpe="bert", bpe_vocab_file=data + "/vocab.txt")
+roberta.eval()
+print(json.dumps(roberta.fill_mask("The city lies on the <mask> of the river.", topk=3)))
+"""
+
+
+def test_corpus_with_the_imported_tokenizer_trains_on_and_fills_masks(imported, tmp_path):
+    from fairseq.data import Dictionary, data_utils
+    from tokenizers import Tokenizer
+
+    raw = tmp_path / "wiki.txt"
+    lines = _text_lines(SHARED_DATA / "wikitext-2" / "valid.txt", 1500)
+    raw.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = tmp_path / "data"
+    proc = check_ok(run_script("prepare_corpus.py", raw, "--destdir", data, "--tokenizer-from", imported))
+    assert f"tokenizer: {data / 'tokenizer.json'}" in proc.stdout
+    assert (data / "dict.txt").read_bytes() == (imported / "dict.txt").read_bytes()
+    assert (data / "vocab.txt").is_file() and json.loads((data / "tokenizer.from.json").read_text())
+
+    # every binarized line is the model's own tokenizer's tokens of a line of the text
+    tokenizer = Tokenizer.from_file(str(imported / "tokenizer.json"))
+    tokenizer.no_padding()  # the packaged tokenizer.json pads to 128
+    tokenizer.no_truncation()
+    expected = {tuple(e.tokens) for e in tokenizer.encode_batch(
+        [" ".join(line.split()) for line in lines if line.strip()], add_special_tokens=False)}
+    dictionary = Dictionary.load(str(data / "dict.txt"))
+    dataset = data_utils.load_indexed_dataset(str(data / "train"), dictionary)
+    sequences = [tuple(dictionary[i] for i in dataset[j].tolist()[:-1]) for j in range(40)]
+    nonempty = [s for s in sequences if s]  # () are the blank lines between documents
+    assert len(nonempty) >= 20 and all(s in expected for s in nonempty), nonempty[:3]
+
+    # continued pre-training from the imported weights (k = 1), then fill_mask
+    save = tmp_path / "continued"
+    args = (imported / "model_args.txt").read_text().split()
+    proc = subprocess.run(
+        [sys.executable, "-m", "fairseq_cli.train", str(data), "--user-dir", str(REPO / "fairseq_meta"),
+         "--task", "meta_masked_lm", "--criterion", "meta_masked_lm", "--optimizer", "meta_adam",
+         "--meta-train-steps", "1", "--inner-lr", "1e-3", *args, "--restore-file",
+         str(imported / "model.pt"), "--reset-optimizer", "--reset-dataloader", "--reset-meters",
+         "--tokens-per-sample", "32", "--batch-size", "2", "--lr", "1e-4", "--max-update", "2",
+         "--cpu", "--num-workers", "0", "--disable-validation", "--save-dir", str(save)],
+        capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-c", FILL_MASK, str(save), str(data)],
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    filled = json.loads(proc.stdout.strip().splitlines()[-1])
+    # fairseq's fill_mask skips candidates it cannot splice back into the text
+    assert 1 <= len(filled) <= 3
+    for sentence, score, token in filled:
+        assert "<mask>" not in sentence and token.strip() and 0 < score <= 1
+        assert sentence.lower().startswith("the city lies on the"), sentence
+
+
+def test_tokenizer_from_a_directory_whose_tokenizer_does_not_match(imported, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(imported, broken)
+    # another vocabulary: every token renamed
+    tok = json.loads((broken / "tokenizer.json").read_text(encoding="utf-8"))
+    tok["model"]["vocab"] = {f"x{i}": i for i in tok["model"]["vocab"].values()}
+    (broken / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
+    raw = tmp_path / "t.txt"
+    raw.write_text("one paragraph here\n\nand another one\n", encoding="utf-8")
+    for argv, message in (
+            ([raw, "--destdir", tmp_path / "a", "--tokenizer-from", broken], "does not match dict.txt"),
+            ([raw, "--destdir", tmp_path / "b", "--tokenizer-from", tmp_path], "no tokenizer.json"),
+            ([raw, "--destdir", tmp_path / "c", "--tokenizer-from", imported, "--vocab-size", "100"],
+             "drop --vocab-size")):
+        proc = run_script("prepare_corpus.py", *argv)
+        err = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode != 0 and len(err) == 1 and message in err[0], proc.stderr
+        assert not argv[2].exists()

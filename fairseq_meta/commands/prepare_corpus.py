@@ -94,6 +94,10 @@ def build_argparser():
                         help="reuse this fairseq dictionary (e.g. DESTDIR/dict.txt "
                         "of the pre-training data, so token ids match a "
                         "pre-trained model); needs --spm-model")
+    parser.add_argument("--tokenizer-from", default=None, metavar="MODEL_DIR",
+                        help="encode with the tokenizer of a model directory written by "
+                        "scripts/import_model.py and binarize with its dict.txt, so the data "
+                        "shares the imported model's vocabulary (instead of sentencepiece)")
     parser.add_argument("--spm-model-type", choices=["unigram", "bpe"],
                         default="unigram", help="sentencepiece model type")
     parser.add_argument("--spm-input-lines", type=int, default=300000,
@@ -180,6 +184,13 @@ def validate_args(args):
         if not os.path.isfile(args.dict) or os.path.getsize(args.dict) == 0:
             fail(f"--dict not found or empty: {args.dict}")
 
+    if args.tokenizer_from is not None:
+        given = [f for f, v in (("--spm-model", args.spm_model), ("--dict", args.dict),
+                                ("--vocab-size", args.vocab_size)) if v is not None]
+        if given:
+            fail(f"--tokenizer-from brings its own tokenizer and dictionary; drop {', '.join(given)}")
+        if not os.path.isdir(args.tokenizer_from):
+            fail(f"--tokenizer-from {args.tokenizer_from}: not a directory")
     corpus.check_replaceable(args.destdir, args.force)
     return result
 
@@ -192,14 +203,17 @@ def main(argv=None):
         dict_path=args.dict, spm_model_type=args.spm_model_type,
         spm_input_lines=args.spm_input_lines, valid_fraction=args.valid_fraction,
         max_line_chars=args.max_line_chars, seed=args.seed, workers=args.workers,
-        log=Cli(PROG).log)
+        tokenizer_from=args.tokenizer_from, log=Cli(PROG).log)
     for name, train, valid, counts, unk in stats:
         where = os.path.join(args.destdir, name) if name else args.destdir
         print(f"{name or 'corpus'}: train {len(train)} documents / "
               f"{sum(map(len, train))} lines / {counts['train'].tokens} tokens; valid "
               f"{len(valid)} documents / {sum(map(len, valid))} lines / "
               f"{counts['valid'].tokens} tokens; <unk> {corpus.format_rates(unk)} -> {where}")
-    print(f"sentencepiece model: {os.path.join(args.destdir, 'spm.model')}")
+    if args.tokenizer_from is not None:
+        print(f"tokenizer: {os.path.join(args.destdir, 'tokenizer.json')} (from {args.tokenizer_from})")
+    else:
+        print(f"sentencepiece model: {os.path.join(args.destdir, 'spm.model')}")
 
 
 if __name__ == "__main__":  # python -m fairseq_meta.commands.prepare_corpus

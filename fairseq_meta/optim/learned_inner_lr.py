@@ -74,12 +74,16 @@ class LearnedInnerLR:
             )
 
     def rates(self, params, differentiable=False):
-        """α per parameter (broadcastable to it). *differentiable*: a function of s
-        (second order, whose backward then fills s.grad); else a constant."""
+        """α per parameter. *differentiable*: tensors, functions of s (second
+        order, whose backward then fills s.grad). Else constants: Python floats
+        per tensor (one host sync per episode; a scalar step is one fused kernel
+        for all weights), tensors shaped like the weights per coordinate."""
         self._ensure(params)
         if differentiable:
             return [s.exp() for s in self.log_lrs]
         with torch.no_grad():
+            if self.granularity == "tensor":
+                return torch.cat([s.detach().reshape(1) for s in self.log_lrs]).exp().tolist()
             return [s.detach().exp() for s in self.log_lrs]
 
     def begin_micro_batch(self, params):
@@ -95,9 +99,15 @@ class LearnedInnerLR:
     @torch.no_grad()
     def add_first_order_(self, i, grad, moved, alpha, scale=1.0):
         """∂/∂s_i += −α ⊙ grad ⊙ moved / scale (*moved* = Σ d_j of the inner steps
-        that reached this parameter; *grad* its gradient, loss-scaled by *scale*)."""
-        dtype = self._grad_sum[i].dtype
-        self._add_(i, (grad.to(dtype) * moved).mul_(alpha).mul_(-1.0 / scale))
+        that reached this parameter; *grad* its gradient, loss-scaled by *scale*;
+        *alpha* as :meth:`rates` gives it)."""
+        target = self._grad_sum[i]
+        g = grad if grad.dtype == moved.dtype else grad.to(moved.dtype)
+        if self.granularity == "tensor":  # a dot product: no weight-sized temporary
+            target.add_(torch.dot(g.reshape(-1), moved.reshape(-1)).to(target.dtype),
+                        alpha=-alpha / scale)
+        else:
+            target.addcmul_(g * moved, alpha, value=-1.0 / scale)
 
     @torch.no_grad()
     def add_grad_(self, i, grad, scale=1.0):

@@ -235,9 +235,12 @@ class MetaOptimizer:
             if rates is None:
                 torch._foreach_add_([p for p, _, _ in touched], [d for _, d, _ in touched],
                                     alpha=-self.inner_lr)
+            elif self.learned_inner_lr.granularity == "tensor":  # floats
+                steps = torch._foreach_mul([d for _, d, _ in touched], [-rates[i] for _, _, i in touched])
+                torch._foreach_add_([p for p, _, _ in touched], steps)
             else:
-                for p, d, i in touched:
-                    p.add_(d * rates[i], alpha=-1.0)
+                torch._foreach_addcmul_([p for p, _, _ in touched], [d for _, d, _ in touched],
+                                        [rates[i] for _, _, i in touched], value=-1.0)
         if count:
             self.num_inner_steps += 1
         return directions

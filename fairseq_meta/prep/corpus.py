@@ -394,17 +394,24 @@ def check_replaceable(dest, force, what="--destdir"):
 # --------------------------------------------------------------------------- #
 def prepare_corpus(corpora, destdir, *, vocab_size=None, spm_model=None, dict_path=None,
                    spm_model_type="unigram", spm_input_lines=300000, valid_fraction=0.02,
-                   max_line_chars=0, seed=1, workers=1, log=_quiet):
+                   max_line_chars=0, seed=1, workers=1, tokenizer_from=None, log=_quiet):
     """Raw text to binarized data (the layout of ``scripts/prepare_corpus.py``).
 
     ``corpora``: [(name, [files])], name None for a single corpus. Returns
     [(name, train docs, valid docs, {split: Encoded}, {split: <unk> rate})].
+    ``tokenizer_from``: an imported model directory whose tokenizer and dict.txt
+    are used instead of a sentencepiece model (:mod:`.imported_tokenizer`).
     """
     t0 = time.time()
-    sp = None
-    if spm_model is not None:
+    sp = imported = None
+    if tokenizer_from is not None:
+        from .imported_tokenizer import ImportedTokenizer
+
+        sp = imported = ImportedTokenizer(tokenizer_from)
+        dict_path = imported.dict_path
+    elif spm_model is not None:
         sp = load_spm(spm_model)
-    if dict_path is not None:
+    if dict_path is not None and imported is None:
         check_spm_matches_dict(sp, spm_model, check_dictionary(dict_path), dict_path)
 
     # Read, split into documents, hold out validation documents.
@@ -439,7 +446,9 @@ def prepare_corpus(corpora, destdir, *, vocab_size=None, spm_model=None, dict_pa
     work = os.path.join(stage, "work")
     os.mkdir(work)
     try:
-        if sp is None:
+        if imported is not None:
+            imported.copy_into(stage)
+        elif sp is None:
             lines = [line for _, train, _ in splits for doc in train for line in doc]
             vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
             log(f"training sentencepiece ({spm_model_type}, vocab {vocab_size}) on "
@@ -468,7 +477,7 @@ def prepare_corpus(corpora, destdir, *, vocab_size=None, spm_model=None, dict_pa
             counts = {split: encode_documents(sp, docs, os.path.join(sub, f"{split}.txt"), workers)
                       for split, docs in (("train", train), ("valid", valid))}
             stats.append((name, train, valid, counts))
-        log("encoded all text with sentencepiece")
+        log(f"encoded all text with {imported.describe() if imported else 'sentencepiece'}")
 
         # fairseq-preprocess. One corpus without --dict: one call builds dict.txt
         # from its training text. Otherwise every corpus is binarized with
