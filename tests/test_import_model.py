@@ -211,3 +211,34 @@ def test_tokenizer_from_a_directory_whose_tokenizer_does_not_match(imported, tmp
         err = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode != 0 and len(err) == 1 and message in err[0], proc.stderr
         assert not argv[2].exists()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "glue" / "RTE").is_dir(), reason="needs ../shared/data/glue")
+def test_glue_with_the_imported_tokenizer(imported, tmp_path):
+    from fairseq.data import Dictionary, data_utils
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "glue"
+    check_ok(run_script("prepare_glue.py", "--glue-dir", SHARED_DATA / "glue", "--tasks", "RTE",
+                        "--max-rows", 20, "--tokenizer-from", imported, "--destdir", out))
+    meta = json.loads((out / "RTE" / "meta.json").read_text())
+    assert meta["tokenizer_from"] == str(imported) and meta["rows"] == {"train": 20, "valid": 20}
+    assert (out / "RTE" / "input0" / "dict.txt").read_bytes() == (imported / "dict.txt").read_bytes()
+    # the first training row, as the model's own tokenizer splits it
+    import csv
+    with open(SHARED_DATA / "glue" / "RTE" / "train.tsv", encoding="utf-8") as f:
+        first = next(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    tokenizer = Tokenizer.from_file(str(imported / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    expected = tokenizer.encode(" ".join(first["sentence1"].split()), add_special_tokens=False).tokens
+    dictionary = Dictionary.load(str(out / "RTE" / "input0" / "dict.txt"))
+    dataset = data_utils.load_indexed_dataset(str(out / "RTE" / "input0" / "train"), dictionary)
+    assert [dictionary[i] for i in dataset[0].tolist()[:-1]] == expected
+    # one way in, not two
+    proc = run_script("prepare_glue.py", "--glue-dir", SHARED_DATA / "glue", "--tasks", "RTE",
+                      "--tokenizer-from", imported, "--dict", imported / "dict.txt",
+                      "--destdir", tmp_path / "other")
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(err) == 1 and "drop --dict" in err[0], proc.stderr
+    assert not (tmp_path / "other").exists()

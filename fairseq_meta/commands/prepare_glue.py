@@ -53,12 +53,15 @@ def build_argparser():
     parser.add_argument("--task-file", action="append", default=[], metavar="FILE.json",
                         help="describe a GLUE-format task outside the built-in table: a JSON "
                         "object with the fields of fairseq_meta.prep.glue.GlueTask (repeatable)")
-    parser.add_argument("--spm-model", required=True, metavar="PATH",
+    parser.add_argument("--spm-model", default=None, metavar="PATH",
                         help="sentencepiece model of the pre-training data "
                         "(prepare_corpus.py's DESTDIR/spm.model)")
-    parser.add_argument("--dict", required=True, metavar="PATH",
+    parser.add_argument("--dict", default=None, metavar="PATH",
                         help="fairseq dictionary of the pre-training data "
                         "(prepare_corpus.py's DESTDIR/dict.txt)")
+    parser.add_argument("--tokenizer-from", default=None, metavar="MODEL_DIR",
+                        help="instead of --spm-model and --dict: the tokenizer and dict.txt of "
+                        "a model directory written by scripts/import_model.py")
     parser.add_argument("--destdir", required=True, metavar="DIR",
                         help="output directory; DESTDIR/<TASK> must not exist or "
                         "be empty, unless --force (other tasks in DESTDIR are kept)")
@@ -84,6 +87,14 @@ def main(argv=None):
         fail(f"--workers must be >= 1 (got {args.workers})")
     if not (math.isfinite(args.regression_scale) and args.regression_scale > 0):
         fail(f"--regression-scale must be a positive number (got {args.regression_scale})")
+    if args.tokenizer_from is not None:
+        given = [f for f, v in (("--spm-model", args.spm_model), ("--dict", args.dict)) if v is not None]
+        if given:
+            fail(f"--tokenizer-from brings its own tokenizer and dictionary; drop {', '.join(given)}")
+        if not os.path.isdir(args.tokenizer_from):
+            fail(f"--tokenizer-from {args.tokenizer_from}: not a directory")
+    elif args.spm_model is None or args.dict is None:
+        fail("give --spm-model and --dict (the pre-training data's), or --tokenizer-from MODEL_DIR")
     tasks = dict(glue.GLUE_TASKS)
     for path in args.task_file:
         task = glue.load_task_file(path)
@@ -94,7 +105,7 @@ def main(argv=None):
     metas = glue_data.prepare_glue(
         selected, args.destdir, spm_model=args.spm_model, dict_path=args.dict,
         max_rows=args.max_rows, regression_scale=args.regression_scale, workers=args.workers,
-        force=args.force, skipped=skipped, log=log)
+        force=args.force, skipped=skipped, tokenizer_from=args.tokenizer_from, log=log)
     for meta in metas:
         kind = ("regression" if meta["regression"]
                 else f"{meta['num_classes']} classes: {', '.join(meta['labels'])}")

@@ -299,7 +299,9 @@ def stage_task(task, splits, stage, sp, vocabulary, options):
         "dropped": {n: s.dropped for n, s in splits.items()},
         "sources": {n: os.path.abspath(s.path) for n, s in splits.items()},
         "max_rows": options["max_rows"],
+        # the file the text was encoded with: spm.model, or an imported tokenizer.json
         "spm_model": os.path.abspath(options["spm_model"]),
+        "tokenizer_from": options.get("tokenizer_from"),
         "dict": os.path.abspath(options["dict"]),
         "task_record": task.to_dict(),
     })
@@ -332,8 +334,9 @@ def check_model_and_dict(spm_model, dict_path):
     return sp, symbols
 
 
-def prepare_glue(tasks, destdir, *, spm_model, dict_path, max_rows=None, regression_scale=1.0,
-                 workers=1, force=False, skipped=(), log=_quiet):
+def prepare_glue(tasks, destdir, *, spm_model=None, dict_path=None, max_rows=None,
+                 regression_scale=1.0, workers=1, force=False, skipped=(), tokenizer_from=None,
+                 log=_quiet):
     """Prepare ``tasks`` ([(GlueTask, [(split, path)])], from :func:`select_tasks`)
     into ``destdir/<TASK>``; returns their meta.json contents.
 
@@ -350,7 +353,15 @@ def prepare_glue(tasks, destdir, *, spm_model, dict_path, max_rows=None, regress
         corpus.check_replaceable(out, force, what="")
     if os.path.exists(destdir) and not os.path.isdir(destdir):
         raise MetaConfigError(f"--destdir {destdir} exists and is not a directory")
-    sp, symbols = check_model_and_dict(spm_model, dict_path)
+    if tokenizer_from is not None:
+        # an imported model's tokenizer and dict.txt (prep/imported_tokenizer.py)
+        from .imported_tokenizer import ImportedTokenizer
+
+        sp = ImportedTokenizer(tokenizer_from)
+        dict_path, spm_model = sp.dict_path, os.path.join(sp.model_dir, "tokenizer.json")
+        symbols = corpus.check_dictionary(dict_path)
+    else:
+        sp, symbols = check_model_and_dict(spm_model, dict_path)
     vocabulary = set(symbols)
     t0 = time.time()
 
@@ -366,6 +377,7 @@ def prepare_glue(tasks, destdir, *, spm_model, dict_path, max_rows=None, regress
             + ("" if "train" in splits else " (no train split: evaluation data only)"))
 
     options = {"dict": dict_path, "spm_model": spm_model, "max_rows": max_rows,
+               "tokenizer_from": None if tokenizer_from is None else os.path.abspath(tokenizer_from),
                "regression_scale": regression_scale, "workers": workers}
     dest = os.path.abspath(destdir)
     created = not os.path.exists(dest)
@@ -380,7 +392,8 @@ def prepare_glue(tasks, destdir, *, spm_model, dict_path, max_rows=None, regress
             staged.append((task, stage, meta))
             jobs.extend(task_jobs)
             log(f"{task.name}: <unk> {corpus.format_rates(meta['unk_rate'])}")
-        log(f"encoded {len(data)} task(s) with sentencepiece; binarizing with "
+        log(f"encoded {len(data)} task(s) with "
+            f"{sp.describe() if tokenizer_from is not None else 'sentencepiece'}; binarizing with "
             f"fairseq-preprocess ({len(jobs)} runs)")
         corpus.run_preprocess(jobs, workers)
         for task, stage, meta in staged:
