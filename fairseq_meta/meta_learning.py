@@ -279,6 +279,7 @@ def _reptile(batches, model, criterion, optimizer, inner, ignore_grad, measure):
         _restore_(params, theta)
     if not finite:
         _poison_grads_(params)
+    _announce_written_grads(optimizer)
     _reduce_like_ddp_(model, params)
     log = _with_meta_train_logs(logs[0], logs, meta_test_counted=False)
     if moved is not None:
@@ -306,6 +307,15 @@ def _poison_grads_(params):
     :func:`_poisoned_meta_test_step` does for MAML."""
     for p in params:
         p.grad = torch.full_like(p, float("nan"))
+
+
+def _announce_written_grads(optimizer):
+    """FP16Optimizer copies θ's fp16 gradients into its fp32 master copies only
+    when its own ``backward`` has flagged them (``_needs_sync``); Reptile writes
+    ``.grad`` without a backward, so it raises the flag itself (found by
+    tests/test_precision.py: otherwise the update saw zero gradients)."""
+    if hasattr(optimizer, "_needs_sync"):
+        optimizer._needs_sync = True
 
 
 @torch.no_grad()

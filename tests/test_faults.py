@@ -42,11 +42,12 @@ def test_sigkill_then_resume_is_bit_identical(corpus, tmp_path, k):
                         model_weights(tmp_path / "killed" / "checkpoint_last.pt"))
 
 
-def test_nan_in_inner_step_saves_theta_in_crash_checkpoint(corpus, tmp_path):
+@pytest.mark.parametrize("objective", ["maml", "reptile"])
+def test_nan_in_inner_step_saves_theta_in_crash_checkpoint(corpus, tmp_path, objective):
     # θ_1 = θ − 1e30·g is astronomically large: the second inner step's
     # gradients are NaN.
     proc = train(corpus, tmp_path, *META, "--meta-train-steps", "2", "--inner-lr", "1e30",
-                 "--max-update", "3", check=False)
+                 "--meta-objective", objective, "--max-update", "3", check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "inner step 2/2: non-finite gradient" in log

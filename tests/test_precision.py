@@ -88,6 +88,39 @@ def test_half_precision_restores_theta_and_leaves_the_scaled_meta_gradient(
 
 
 @pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
+def test_reptile_pseudo_gradient_reaches_the_outer_step_in_fp16(corpus, wrapper):
+    """Reptile writes .grad without a backward: the wrapper must still unscale it and
+    hand it to the fp32 step (FP16Optimizer syncs its masters only when told)."""
+    task, model, criterion, optimizer, episode = build(corpus, wrapper, "fp16", k=1,
+                                                       extra=["--meta-objective", "reptile"])
+    optimizer.zero_grad()
+    _, sample_size, _ = task.train_step(episode, model, criterion, optimizer, update_num=0)
+    assert sample_size == 1
+    # by hand: the gradient of the normalised loss of B_1, taken scaled, in fp16
+    fast = copy.deepcopy(model)
+    fast.zero_grad()
+    loss, n, _ = criterion(fast, episode["meta_train"][0])
+    (loss / n * 128).backward()
+    expected = [p.grad.float() / 128 for p in fast.parameters()]
+    before = weights(model)
+    optimizer.multiply_grads(1.0 / sample_size)
+    optimizer.clip_grad_norm(0.0)  # no overflow
+    optimizer.step()
+    moved = [(p.float() - b.float()).abs().max().item() for p, b in zip(model.parameters(), before)]
+    assert max(moved) > 0  # the step used the pseudo-gradient (zero gradients: no move)
+    grads32 = [g for g in _master_grads(optimizer, model)]
+    for got, ref in zip(grads32, expected):
+        torch.testing.assert_close(got, ref, rtol=1e-2, atol=1e-4)
+
+
+def _master_grads(optimizer, model):
+    """The fp32 gradients the wrapped optimizer stepped with."""
+    if isinstance(optimizer, FP16Optimizer):
+        return [p.grad for p in optimizer.fp32_params]
+    return [p.grad.float() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
 def test_second_order_refuses_fp16_weights(corpus, wrapper):
     task, model, criterion, optimizer, episode = build(corpus, wrapper, "fp16", order="second")
     theta = weights(model)
@@ -119,10 +152,12 @@ def test_unscale_without_the_fused_kernel_is_the_same(monkeypatch, dtype, poison
 
 @pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
 @pytest.mark.parametrize("order", ["first"])
-def test_inner_overflow_skips_the_update_and_lowers_the_scale(corpus, wrapper, order, caplog):
+@pytest.mark.parametrize("objective", ["maml", "reptile"])
+def test_inner_overflow_skips_the_update_and_lowers_the_scale(corpus, wrapper, order, objective, caplog):
     # 2^40 overflows fp16 in the *inner* backward: only a scaled inner loss can.
     task, model, criterion, optimizer, episode = build(corpus, wrapper, "fp16", order=order,
-                                                       init_scale=2**40)
+                                                       init_scale=2**40,
+                                                       extra=["--meta-objective", objective])
     theta = weights(model)
     optimizer.zero_grad()
     with caplog.at_level(logging.WARNING, logger="fairseq_meta.meta_learning"):
