@@ -10,6 +10,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -297,3 +298,27 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
     proc = _run("--quick", "--out-dir", out, "--updates", 12)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "other settings (updates)" in err[0], proc.stderr
+
+
+@needs_data
+def test_the_sweep_can_select_reptile_and_a_learned_inner_step():
+    s, derived = ve.settings_for(True, dict(sgd_inner_lrs="0.1", adam_inner_lrs="",
+                                            reptile_inner_lrs="0.1", learned_inner_lrs="0.01"),
+                                 SHARED_DATA)
+    by_name = {x["name"]: x for x in derived["inner_settings"]}
+    assert list(by_name) == ["sgd0.1", "reptile0.1", "learned0.01"]
+    flags = {name: [str(f) for f in ve.inner_flags(1, x)] for name, x in by_name.items()}
+    assert "--meta-objective" not in flags["sgd0.1"] and "--inner-lr-learned" not in flags["sgd0.1"]
+    assert flags["reptile0.1"][-2:] == ["--meta-objective", "reptile"]
+    assert flags["learned0.01"][-2:] == ["--inner-lr-learned", "tensor"]
+    assert ve.describe(1, by_name["reptile0.1"]) == "k = 1, Reptile, SGD α = 0.1"
+    assert ve.describe(1, by_name["learned0.01"]) == "k = 1, SGD α learned per tensor from 0.01"
+
+    exp = types.SimpleNamespace(settings=s, derived=derived)
+    # Reptile is first order only: no second-order run at a Reptile selection
+    runs = ve.after_selection_runs(exp, by_name["reptile0.1"])
+    assert all(order == "first" for _, _, _, order in runs)
+    runs = ve.after_selection_runs(exp, by_name["learned0.01"])
+    assert (s["sweep_seed"], 1, by_name["learned0.01"], "second") in runs
+    with pytest.raises(MetaConfigError, match="--reptile-inner-lrs wants comma-separated positive"):
+        ve.settings_for(True, dict(reptile_inner_lrs="0"), SHARED_DATA)
