@@ -242,3 +242,44 @@ def test_glue_with_the_imported_tokenizer(imported, tmp_path):
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(err) == 1 and "drop --dict" in err[0], proc.stderr
     assert not (tmp_path / "other").exists()
+
+
+ROUND_TRIP = r"""
+import json, sys, torch
+import fairseq_meta  # noqa: F401
+from fairseq.models.roberta import RobertaModel
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+model_dir, hf_dir, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+roberta = RobertaModel.from_pretrained(model_dir).eval()
+tok = AutoTokenizer.from_pretrained(hf_dir)
+hf = AutoModelForMaskedLM.from_pretrained(hf_dir).eval()
+out = {"same_ids": [], "max_diff": 0.0, "max_logit": 0.0}
+for text in texts:
+    tokens = roberta.encode(text)
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    out["same_ids"].append(ids[0].tolist() == tokens.tolist())
+    with torch.inference_mode():
+        a = roberta.model(tokens.unsqueeze(0))[0]
+        b = hf(input_ids=ids).logits
+    out["max_diff"] = max(out["max_diff"], float((a - b).abs().max()))
+    out["max_logit"] = max(out["max_logit"], float(a.abs().max()))
+print(json.dumps(out))
+"""
+
+
+def test_imported_directory_round_trips_through_the_transformers_export(imported, tmp_path):
+    hf_dir = tmp_path / "hf"
+    proc = check_ok(run_script("export_model.py", imported, "--huggingface", hf_dir))
+    assert "max |logit difference| to fairseq" in proc.stderr + proc.stdout
+    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP, str(imported), str(hf_dir),
+                           json.dumps(real_text())], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(out["same_ids"]), out
+    assert out["max_diff"] <= 1e-4 and out["max_logit"] > 1, out
+    # an imported directory is already the fairseq side: --huggingface is the only output
+    proc = run_script("export_model.py", imported)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(err) == 1 and "give --huggingface DIR" in err[0], proc.stderr

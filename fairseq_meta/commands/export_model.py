@@ -36,9 +36,10 @@ def build_argparser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a fairseq-train checkpoint (meta_masked_lm or masked_lm, "
-                        "--arch roberta_*)")
-    parser.add_argument("--out-dir", required=True, metavar="DIR",
-                        help="the fairseq model directory to write")
+                        "--arch roberta_*), or a directory of scripts/import_model.py "
+                        "(then only --huggingface)")
+    parser.add_argument("--out-dir", default=None, metavar="DIR",
+                        help="the fairseq model directory to write (required for a checkpoint)")
     parser.add_argument("--spm-model", metavar="PATH", default=None,
                         help="sentencepiece model the training data was encoded with "
                         "(default: spm.model in the checkpoint's data directory)")

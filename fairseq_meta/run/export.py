@@ -396,7 +396,8 @@ def hf_config(model_cfg, state_dict):
         hidden_act="gelu",
         max_position_embeddings=state_dict[prefix + "embed_positions.weight"].shape[0],
         type_vocab_size=1,
-        layer_norm_eps=1e-5,  # fairseq's LayerNorm default
+        # fairseq's LayerNorm default, or what --arch imported_roberta carries
+        layer_norm_eps=float(model_cfg.get("layernorm_eps", 1e-5)),
         pad_token_id=1, bos_token_id=0, eos_token_id=2,
         tie_word_embeddings=not model_cfg.get("untie_weights_roberta", False),
     )
@@ -493,6 +494,78 @@ def export_huggingface(model_dir, out_dir, force=False):
     return out_dir, difference, missing
 
 
+# fairseq's symbols and the WordPiece spelling of the same special tokens.
+WORDPIECE_SPECIALS = {"<s>": "[CLS]", "<pad>": "[PAD]", "</s>": "[SEP]", "<unk>": "[UNK]",
+                      "<mask>": "[MASK]"}
+
+
+def build_wordpiece_tokenizer(tokenizer_json, dictionary):
+    """The imported model's own ``tokenizer.json`` (normalizer, pre-tokenizer,
+    WordPiece) with every id renumbered to fairseq's (*dictionary*'s order; the
+    specials at fairseq's ids), as a transformers fast tokenizer. Tokens the
+    dictionary lacks are dropped from the vocabulary (fairseq maps them to <unk>)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    with open(tokenizer_json, encoding="utf-8") as f:
+        spec = json.load(f)
+    ids = {WORDPIECE_SPECIALS.get(symbol, symbol): i for i, symbol in enumerate(dictionary.symbols)}
+    spec["model"]["vocab"] = {token: ids[token] for token in spec["model"]["vocab"] if token in ids}
+    for token in spec.get("added_tokens", []):
+        token["id"] = ids[token["content"]]
+    for special in (spec.get("post_processor") or {}).get("special_tokens", {}).values():
+        special["ids"] = [ids[t] for t in special["tokens"]]
+    spec["padding"] = spec["truncation"] = None
+    tokenizer = Tokenizer.from_str(json.dumps(spec))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]")
+
+
+def export_imported_huggingface(model_dir, out_dir, force=False):
+    """A directory of scripts/import_model.py (a WordPiece model) as transformers
+    ``XLMRobertaForMaskedLM`` (fairseq's RoBERTa layout, post-LN, its LayerNorm
+    eps) + a fast tokenizer in fairseq's ids; the same logit check as
+    :func:`export_huggingface`. Returns ``(out_dir, max_abs_logit_difference)``."""
+    _require_transformers()
+    from fairseq.data import Dictionary
+    from transformers import XLMRobertaForMaskedLM
+
+    import fairseq_meta  # noqa: F401  (--arch imported_roberta, for load_hub_model)
+
+    _prepare_out_dir(out_dir, force)
+    state = torch.load(os.path.join(model_dir, HUB_CHECKPOINT), map_location="cpu",
+                       weights_only=True)
+    config = hf_config(state["cfg"]["model"], state["model"])
+    dictionary = Dictionary.load(os.path.join(model_dir, HUB_DICT))
+    dictionary.add_symbol("<mask>")  # as the masked-LM task does when it loads the model
+    tokenizer = build_wordpiece_tokenizer(os.path.join(model_dir, "tokenizer.json"), dictionary)
+    tokenizer.model_max_length = config.max_position_embeddings - 2
+    model = XLMRobertaForMaskedLM(config)
+    result = model.load_state_dict(hf_state_dict(model, state["model"]), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys, result
+    model.eval()
+    difference = max_logit_difference(load_hub_model(model_dir), model, tokenizer, [PROBE])
+    if not difference <= MAX_LOGIT_DIFFERENCE:
+        raise MetaConfigError(
+            f"the exported model's logits differ from fairseq's by {difference:.3g} "
+            f"(> {MAX_LOGIT_DIFFERENCE}) on a probe sentence; not written")
+    stage = _stage(out_dir)
+    try:
+        model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        _publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out_dir, difference
+
+
+def is_imported_model_dir(path):
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "import.json"))
+
+
 def max_logit_difference(roberta, hf_model, tokenizer, sentences):
     """Largest |fairseq logit - transformers logit| over ``sentences``, each
     encoded by both sides; raises if the two tokenizations differ."""
@@ -503,7 +576,8 @@ def max_logit_difference(roberta, hf_model, tokenizer, sentences):
         bpe = " <mask> ".join(roberta.bpe.encode(s.rstrip()) for s in spans).strip()
         tokens = roberta.task.source_dictionary.encode_line(
             "<s> " + bpe + " </s>", append_eos=False, add_if_not_exist=False).long()
-        ids = tokenizer(sentence, return_tensors="pt")["input_ids"]
+        # the exported tokenizer's own mask token (XLM-R: <mask>; WordPiece: [MASK])
+        ids = tokenizer(sentence.replace("<mask>", tokenizer.mask_token), return_tensors="pt")["input_ids"]
         if ids[0].tolist() != tokens.tolist():
             raise MetaConfigError(
                 f"the exported tokenizer does not reproduce fairseq's ids for {sentence!r}")
@@ -520,6 +594,17 @@ def export(checkpoint, out_dir, spm_model=None, dictionary=None, huggingface=Non
 
     Every input is checked before anything is written.
     """
+    if is_imported_model_dir(checkpoint):
+        # already a fairseq model directory: only the transformers export is left
+        if huggingface is None:
+            raise MetaConfigError(f"{checkpoint} is an imported model directory (already what "
+                                  "--out-dir would hold); give --huggingface DIR")
+        _, difference = export_imported_huggingface(checkpoint, huggingface, force=force)
+        log(f"transformers model: {huggingface} (XLMRobertaForMaskedLM + its WordPiece tokenizer "
+            f"in fairseq's ids; max |logit difference| to fairseq on a probe sentence: {difference:.2g})")
+        return
+    if out_dir is None:
+        raise MetaConfigError("--out-dir is required for a training checkpoint")
     _prepare_out_dir(out_dir, force)
     state = load_training_checkpoint(checkpoint)
     check_roberta(state, checkpoint)
