@@ -477,12 +477,17 @@ def export_huggingface(model_dir, out_dir, force=False):
     assert not result.missing_keys and not result.unexpected_keys, result
     model.eval()
 
+    return out_dir, _check_and_write(model_dir, model, tokenizer, out_dir), missing
+
+
+def _check_and_write(model_dir, model, tokenizer, out_dir):
+    """The logit check against the fairseq hub model, then model + tokenizer
+    written through a stage directory; returns the max |logit difference|."""
     difference = max_logit_difference(load_hub_model(model_dir), model, tokenizer, [PROBE])
     if not difference <= MAX_LOGIT_DIFFERENCE:
         raise MetaConfigError(
             f"the exported model's logits differ from fairseq's by {difference:.3g} "
             f"(> {MAX_LOGIT_DIFFERENCE}) on a probe sentence; not written")
-
     stage = _stage(out_dir)
     try:
         model.save_pretrained(stage)
@@ -491,7 +496,7 @@ def export_huggingface(model_dir, out_dir, force=False):
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return out_dir, difference, missing
+    return difference
 
 
 # fairseq's symbols and the WordPiece spelling of the same special tokens.
@@ -546,20 +551,7 @@ def export_imported_huggingface(model_dir, out_dir, force=False):
     result = model.load_state_dict(hf_state_dict(model, state["model"]), strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
     model.eval()
-    difference = max_logit_difference(load_hub_model(model_dir), model, tokenizer, [PROBE])
-    if not difference <= MAX_LOGIT_DIFFERENCE:
-        raise MetaConfigError(
-            f"the exported model's logits differ from fairseq's by {difference:.3g} "
-            f"(> {MAX_LOGIT_DIFFERENCE}) on a probe sentence; not written")
-    stage = _stage(out_dir)
-    try:
-        model.save_pretrained(stage)
-        tokenizer.save_pretrained(stage)
-        _publish(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return out_dir, difference
+    return out_dir, _check_and_write(model_dir, model, tokenizer, out_dir)
 
 
 def is_imported_model_dir(path):
