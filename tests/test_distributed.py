@@ -102,6 +102,7 @@ def test_c10d_two_ranks_stay_identical(corpus, tmp_path):
             assert per_update == [0] * 3 and direct == [1] * 3, (per_update, direct)
         else:
             assert per_backward > 0 and per_update == [per_backward] * 3, (per_backward, per_update)
-            assert direct == [0] * 3, direct
+            # every all-reduce is one of DDP's bucket reductions (the comm hook's own call)
+            assert direct == per_update, (direct, per_update)
         for name in r0:
             assert torch.equal(r0[name], r1[name]), f"{order}: replicas diverged at {name}"
