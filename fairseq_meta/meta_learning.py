@@ -223,18 +223,17 @@ def _inner_steps_(model, criterion, batches, params, inner, optimizer, ignore_gr
 
 
 @torch.no_grad()
-def _accumulate_(sums, directions, scale=1.0):
-    """sums[i] += scale · d_i (at least fp32, created at a parameter's first direction).
-    The first direction itself becomes the sum when it is already fp32/fp64 and
-    scale is 1: directions are fresh tensors that nothing reads after their step."""
+def _accumulate_(sums, directions):
+    """sums[i] += d_i (at least fp32, created at a parameter's first direction).
+    The first direction itself becomes the sum when it is already fp32/fp64:
+    directions are fresh tensors that nothing reads after their step."""
     for i, d in enumerate(directions):
         if d is None:
             continue
         if sums[i] is None:
-            dtype = torch.promote_types(d.dtype, torch.float32)
-            sums[i] = d if (d.dtype == dtype and scale == 1.0) else d.to(dtype) * scale
+            sums[i] = d.to(torch.promote_types(d.dtype, torch.float32))  # d itself if ≥ fp32
         else:
-            sums[i].add_(d, alpha=scale)
+            sums[i].add_(d)
 
 
 def _reptile(batches, model, criterion, optimizer, inner, ignore_grad, measure):
@@ -337,7 +336,6 @@ def _reduce_like_ddp_(model, params):
     flat /= torch.distributed.get_world_size(ddp.process_group)
     for p, g in zip(params, torch.split(flat, [g.numel() for g in grads])):
         p.grad = g.view_as(p).clone()
-
 
 
 def _second_order(meta_train, meta_test, model, criterion, optimizer, inner, ignore_grad,

@@ -50,7 +50,7 @@ import re
 # logging for the whole process; a script prints its own progress lines.
 logging.basicConfig(level=logging.WARNING)
 
-from fairseq_meta.prep import corpus  # noqa: E402
+from fairseq_meta.prep import corpus, imported_tokenizer  # noqa: E402
 from fairseq_meta.run.cli import Cli, run  # noqa: E402
 
 PROG = "prepare_corpus"
@@ -185,12 +185,8 @@ def validate_args(args):
             fail(f"--dict not found or empty: {args.dict}")
 
     if args.tokenizer_from is not None:
-        given = [f for f, v in (("--spm-model", args.spm_model), ("--dict", args.dict),
-                                ("--vocab-size", args.vocab_size)) if v is not None]
-        if given:
-            fail(f"--tokenizer-from brings its own tokenizer and dictionary; drop {', '.join(given)}")
-        if not os.path.isdir(args.tokenizer_from):
-            fail(f"--tokenizer-from {args.tokenizer_from}: not a directory")
+        imported_tokenizer.check_flags(args.tokenizer_from, {
+            "--spm-model": args.spm_model, "--dict": args.dict, "--vocab-size": args.vocab_size})
     corpus.check_replaceable(args.destdir, args.force)
     return result
 

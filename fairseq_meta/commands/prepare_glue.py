@@ -27,7 +27,7 @@ import os
 # logging for the whole process; a script prints its own progress lines.
 logging.basicConfig(level=logging.WARNING)
 
-from fairseq_meta.prep import glue, glue_data  # noqa: E402
+from fairseq_meta.prep import glue, glue_data, imported_tokenizer  # noqa: E402
 from fairseq_meta.run.cli import Cli, run  # noqa: E402
 
 PROG = "prepare_glue"
@@ -88,11 +88,8 @@ def main(argv=None):
     if not (math.isfinite(args.regression_scale) and args.regression_scale > 0):
         fail(f"--regression-scale must be a positive number (got {args.regression_scale})")
     if args.tokenizer_from is not None:
-        given = [f for f, v in (("--spm-model", args.spm_model), ("--dict", args.dict)) if v is not None]
-        if given:
-            fail(f"--tokenizer-from brings its own tokenizer and dictionary; drop {', '.join(given)}")
-        if not os.path.isdir(args.tokenizer_from):
-            fail(f"--tokenizer-from {args.tokenizer_from}: not a directory")
+        imported_tokenizer.check_flags(args.tokenizer_from,
+                                       {"--spm-model": args.spm_model, "--dict": args.dict})
     elif args.spm_model is None or args.dict is None:
         fail("give --spm-model and --dict (the pre-training data's), or --tokenizer-from MODEL_DIR")
     tasks = dict(glue.GLUE_TASKS)

@@ -47,7 +47,7 @@ class LearnedInnerLR:
         self.granularity = granularity
         self.initial_lr = initial_lr
         self.lr = lr
-        self.log_lrs = None  # one fp32 leaf tensor per θ parameter, created at first use
+        self.log_lrs = None  # one leaf tensor (≥ fp32) per θ parameter, created at first use
         self.adam = None
         self._pending_state = None
         self._grad_sum, self._weight = None, 0.0
@@ -111,13 +111,8 @@ class LearnedInnerLR:
 
     @torch.no_grad()
     def add_grad_(self, i, grad, scale=1.0):
-        self._add_(i, grad.to(self._grad_sum[i].dtype) / scale)
-
-    def _add_(self, i, contribution):
-        target = self._grad_sum[i]
-        if contribution.shape != target.shape:
-            contribution = contribution.sum().reshape(target.shape)
-        target.add_(contribution)
+        """∂/∂s_i += grad / scale (*grad*: s_i's own gradient, loss-scaled)."""
+        self._grad_sum[i].add_(grad.to(self._grad_sum[i].dtype), alpha=1.0 / scale)
 
     def add_weight(self, weight):
         self._weight += float(weight)

@@ -125,7 +125,7 @@ class MetaOptimizer:
         self.inner_lr_learned = str(getattr(cfg, "inner_lr_learned", "none"))
         if self.inner_lr_learned != "none" and not cfg.inner_lr_lr > 0:
             raise MetaConfigError(f"--inner-lr-lr must be > 0 (got {cfg.inner_lr_lr})")
-        check_pairing(task_name=_task_name(cfg), optimizer_name=cfg._name,
+        check_pairing(task_name=_task_setting(cfg, "task_name"), optimizer_name=cfg._name,
                       meta_objective=_task_setting(cfg, "meta_objective"),
                       meta_train_steps=_task_setting(cfg, "meta_train_steps"),
                       meta_order=str(cfg.meta_order), inner_lr_learned=self.inner_lr_learned)
@@ -290,17 +290,12 @@ class MetaOptimizer:
                 )
 
 
-def _task_name(cfg):
-    try:
-        return cfg.task_name
-    except Exception:  # no task in this config (e.g. an optimizer built by hand)
-        return None
-
-
 def _task_setting(cfg, key):
+    """A task setting read through ``II(...)``; None where the config has no task
+    (e.g. an optimizer built by hand)."""
     try:
         return getattr(cfg, key)
-    except Exception:  # no task in this config
+    except Exception:
         return None
 
 

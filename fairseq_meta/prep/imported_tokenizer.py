@@ -10,6 +10,7 @@ GLUE tasks share the model's vocabulary and ids.
 """
 import json
 import os
+import shutil
 
 from ..errors import MetaConfigError
 
@@ -19,6 +20,17 @@ FILES = ("tokenizer.json", "vocab.txt")
 RECORD = "tokenizer.from.json"
 # fairseq's own symbols, which the source vocabulary spells differently.
 FAIRSEQ_SPECIALS = {"<s>", "<pad>", "</s>", "<unk>", "<mask>"}
+
+
+def check_flags(model_dir, given):
+    """One-line refusal of ``--tokenizer-from`` beside the flags it replaces
+    (*given*: flag -> value, None when not given) or of a path that is no directory."""
+    given = [flag for flag, value in given.items() if value is not None]
+    if given:
+        raise MetaConfigError(
+            f"--tokenizer-from brings its own tokenizer and dictionary; drop {', '.join(given)}")
+    if not os.path.isdir(model_dir):
+        raise MetaConfigError(f"--tokenizer-from {model_dir}: not a directory")
 
 
 class ImportedTokenizer:
@@ -64,8 +76,6 @@ class ImportedTokenizer:
 
     def copy_into(self, destdir):
         """The tokenizer files beside the data, and where they came from."""
-        import shutil
-
         for name in FILES:
             shutil.copyfile(os.path.join(self.model_dir, name), os.path.join(destdir, name))
         with open(os.path.join(destdir, RECORD), "w", encoding="utf-8") as f:
