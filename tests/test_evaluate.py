@@ -323,6 +323,20 @@ def test_bad_input(checkpoints, glue_dir, domain, spm_corpus, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_more_seeds_reuse_the_units_that_exist():
+    import dataclasses
+
+    few = Settings(checkpoints=[], out_dir="out", ft_seeds=3, fs_draws=2, ad_seeds=2)
+    more = dataclasses.replace(few, ft_seeds=5, fs_draws=9, ad_seeds=7)
+    for kind in runner.MEASUREMENTS:
+        assert runner._key(few.part(kind)) == runner._key(more.part(kind)), kind
+    # what a unit computes with is its key
+    for changed, kind in ((dict(ft_lr=1e-5), "finetune"), (dict(fs_epochs=2), "fewshot"),
+                          (dict(ad_lr=1e-3), "adaptation"), (dict(glue_max_rows=7), "probe")):
+        other = dataclasses.replace(few, **changed)
+        assert runner._key(few.part(kind)) != runner._key(other.part(kind)), changed
+
+
 # --------------------------------------------------------------------------- #
 # The CLI end to end, and resume
 # --------------------------------------------------------------------------- #

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import HANG_GUARD_S, REPO, SHARED_DATA, _text_lines, check_ok, run_script
@@ -203,7 +204,7 @@ def test_tokenizer_from_a_directory_whose_tokenizer_does_not_match(imported, tmp
     raw = tmp_path / "t.txt"
     raw.write_text("one paragraph here\n\nand another one\n", encoding="utf-8")
     for argv, message in (
-            ([raw, "--destdir", tmp_path / "a", "--tokenizer-from", broken], "does not match dict.txt"),
+            ([raw, "--destdir", tmp_path / "a", "--tokenizer-from", broken], "does not match the dictionary"),
             ([raw, "--destdir", tmp_path / "b", "--tokenizer-from", tmp_path], "no tokenizer.json"),
             ([raw, "--destdir", tmp_path / "c", "--tokenizer-from", imported, "--vocab-size", "100"],
              "drop --vocab-size")):
@@ -283,3 +284,67 @@ def test_imported_directory_round_trips_through_the_transformers_export(imported
     proc = run_script("export_model.py", imported)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(err) == 1 and "give --huggingface DIR" in err[0], proc.stderr
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "glue" / "RTE").is_dir(), reason="needs ../shared/data/glue")
+def test_evaluation_finds_the_imported_tokenizer_and_fine_tunes_the_imported_model(
+        imported, source, tmp_path, monkeypatch):
+    import torch
+    from fairseq import checkpoint_utils, tasks
+    from fairseq.models.roberta import RobertaModel
+    from tokenizers import Tokenizer
+
+    from fairseq_meta.evaluation import glue_runs, runner
+    from fairseq_meta.evaluation.model import find_vocabulary, inspect, load_tokenizer, read_text_blocks
+    from fairseq_meta.evaluation.model import load_dictionary
+    from fairseq_meta.prep import glue
+
+    monkeypatch.chdir(tmp_path)  # "." of the imported cfg is the model's directory, not the cwd
+    ck = inspect(imported / "model.pt", "minilm")
+    assert (ck.dict_path, ck.tokenizer) == (str(imported / "dict.txt"), str(imported / "tokenizer.json"))
+    # data prepared --tokenizer-from it holds the same files: a continued pre-training run's
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("dict.txt", "tokenizer.json", "vocab.txt"):
+        shutil.copyfile(imported / name, data / name)
+    assert find_vocabulary({"cfg": {"task": {"data": str(data)}}}, tmp_path / "c.pt") == (
+        data / "dict.txt", data / "tokenizer.json")
+
+    # the adaptation measurement's text: the model's own tokens, </s> after each line
+    text = tmp_path / "domain.txt"
+    lines = real_text(6)
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dictionary = load_dictionary(ck.dict_path)
+    blocks, unk = read_text_blocks(text, load_tokenizer(ck.tokenizer, ck.dict_path), dictionary, 16)
+    reference = Tokenizer.from_file(str(imported / "tokenizer.json"))
+    reference.no_padding()
+    reference.no_truncation()
+    expected = [t for line in lines for t in reference.encode(line, add_special_tokens=False).tokens + ["</s>"]]
+    assert [dictionary[i] for i in blocks.reshape(-1)] == expected[:blocks.size] and unk == 0.0
+
+    # GLUE for it is prepared with its tokenizer, keyed on dict.txt + tokenizer.json
+    settings = runner.Settings(checkpoints=[str(imported / "model.pt")], out_dir=str(tmp_path / "ev"),
+                               tasks=["RTE"], glue_max_rows=16)
+    selected = runner.check_glue(settings)
+    dirs = runner.prepare_glue_data(settings, [ck], selected, tmp_path / "ev", log=lambda m: None)
+    task_dir = dirs[(ck.dict_path, ck.tokenizer)]["RTE"]
+    meta = json.loads((Path(task_dir) / "meta.json").read_text())
+    assert meta["tokenizer_from"] == str(imported)
+
+    # fine-tuning builds the imported architecture (the source's LayerNorm eps) and starts
+    # from exactly the imported encoder
+    cfg = glue_runs.run_config(ck, task_dir, glue.lookup("RTE"), 1, max_update=1, max_epoch=1,
+                               lr=1e-5, batch_size=4)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and {m.eps for m in norms} == {1e-12}
+    state = checkpoint_utils.load_checkpoint_to_cpu(cfg.checkpoint.restore_file)
+    model.load_state_dict(state["model"], strict=False, model_cfg=cfg.model)
+    hub = RobertaModel.from_pretrained(str(imported)).eval()
+    model.eval()
+    tokens = hub.encode(lines[0]).unsqueeze(0)
+    with torch.inference_mode():
+        ours = model(tokens, features_only=True)[0]
+        theirs = hub.model(tokens, features_only=True)[0]
+    assert torch.equal(ours, theirs)

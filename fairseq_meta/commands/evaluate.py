@@ -34,7 +34,9 @@ def build_argparser():
     p.add_argument("--glue-dir", default=d.glue_dir, help="GLUE TSV layout (default: %(default)s)")
     p.add_argument("--tasks", default=",".join(d.tasks))
     p.add_argument("--dict", dest="dict_path", help="pre-training dict.txt (default: next to the checkpoint's data)")
-    p.add_argument("--spm-model", help="pre-training spm.model (default: next to the checkpoint's data)")
+    p.add_argument("--tokenizer", "--spm-model", dest="tokenizer",
+                   help="pre-training spm.model, or the tokenizer.json of an imported model "
+                   "(default: next to the checkpoint's data)")
     p.add_argument("--config-dir", default=d.config_dir)
     p.add_argument("--glue-max-rows", type=int, default=None, help="read at most N rows per GLUE split")
     g = p.add_argument_group("1. fine-tuning")

@@ -5,8 +5,11 @@ A checkpoint to evaluate is a RoBERTa encoder written by ``fairseq-train``
 (``meta_masked_lm``, ``meta_sentence_prediction``, stock ``masked_lm``) or
 ``fairseq-hydra-train``. Its token ids are those of the ``dict.txt`` it was
 pre-trained with (plus ``<mask>``, which ``masked_lm`` appends), and text is
-encoded with that run's sentencepiece model: both are found next to the
-pre-training data the checkpoint names (``cfg.task.data``), or given.
+encoded with that run's tokenizer: the sentencepiece model of ``prepare_corpus.py``
+(``spm.model``) or the ``tokenizer.json`` of a model imported from transformers
+(``scripts/import_model.py``, and data prepared ``--tokenizer-from`` it). Both are
+found next to the pre-training data the checkpoint names (``cfg.task.data``; an
+imported model's ``.`` is its own directory), or given.
 """
 import argparse
 import hashlib
@@ -29,7 +32,7 @@ class Checkpoint:
     vocab: int
     model: dict        # sizes and max_positions (fairseq_meta.run.finetune.read_pretrained)
     dict_path: str
-    spm_model: str
+    tokenizer: str     # spm.model or tokenizer.json
 
     def to_dict(self):
         return dict(self.__dict__)
@@ -43,7 +46,7 @@ def sha256(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def _data_dirs(state):
+def _data_dirs(state, path):
     cfg = state.get("cfg")
     task_cfg = _get(cfg, "task") if cfg is not None else state.get("args")
     data = _get(task_cfg, "data")
@@ -51,7 +54,8 @@ def _data_dirs(state):
         return []
     dirs = []
     for shard in str(data).split(":"):
-        p = Path(shard)
+        # "." is hub_utils' convention for "the model's own directory" (import_model.py)
+        p = Path(path).resolve().parent if shard == "." else Path(shard)
         dirs.append(p)
         if p.is_dir():
             dirs.extend(sorted(q for q in p.iterdir() if q.is_dir()))  # one subdirectory per corpus
@@ -59,21 +63,35 @@ def _data_dirs(state):
 
 
 def find_vocabulary(state, path):
-    """(dict.txt, spm.model) of the checkpoint's pre-training data, or Nones."""
-    dict_path = spm_path = None
-    for d in _data_dirs(state):
+    """(dict.txt, tokenizer) of the checkpoint's pre-training data, or Nones."""
+    dict_path = tokenizer = None
+    for d in _data_dirs(state, path):
         if dict_path is None and (d / "dict.txt").is_file():
             dict_path = d / "dict.txt"
-        for candidate in (d / "spm.model", d.parent / "spm.model"):
-            if spm_path is None and candidate.is_file():
-                spm_path = candidate
-    return dict_path, spm_path
+        for candidate in (d / "spm.model", d.parent / "spm.model", d / "tokenizer.json",
+                          d.parent / "tokenizer.json"):
+            if tokenizer is None and candidate.is_file():
+                tokenizer = candidate
+    return dict_path, tokenizer
 
 
-def inspect(path, label, dict_path=None, spm_model=None):
+def load_tokenizer(tokenizer, dict_path):
+    """The text encoder of ``tokenizer`` (spm.model or tokenizer.json), checked against
+    ``dict_path``: anything with sentencepiece's ``encode(lines, out_type=str)``."""
+    if Path(tokenizer).name == "tokenizer.json":
+        from ..prep.imported_tokenizer import ImportedTokenizer
+
+        return ImportedTokenizer(Path(tokenizer).parent, dict_path)
+    sp = corpus.load_spm(tokenizer)
+    corpus.check_spm_matches_dict(sp, tokenizer, corpus.check_dictionary(dict_path), dict_path)
+    return sp
+
+
+def inspect(path, label, dict_path=None, tokenizer=None):
     """A :class:`Checkpoint`, or a one-line :class:`MetaConfigError`: not a
-    checkpoint, not a RoBERTa encoder, no dictionary / sentencepiece model, or a
-    dictionary whose size does not match the checkpoint's embeddings."""
+    checkpoint, not a RoBERTa encoder, no dictionary / tokenizer, a tokenizer that
+    does not match the dictionary, or a dictionary whose size does not match the
+    checkpoint's embeddings."""
     path = Path(path)
     if path.is_dir():
         raise MetaConfigError(f"{path} is a directory, not a checkpoint file")
@@ -89,25 +107,24 @@ def inspect(path, label, dict_path=None, spm_model=None):
     from ..checkpoints import load_checkpoint
 
     state = load_checkpoint(path)
-    found_dict, found_spm = find_vocabulary(state, path)
+    found_dict, found_tokenizer = find_vocabulary(state, path)
     dict_path = Path(dict_path) if dict_path else found_dict
-    spm_model = Path(spm_model) if spm_model else found_spm
-    if dict_path is None or spm_model is None:
-        missing = "dict.txt" if dict_path is None else "spm.model"
+    tokenizer = Path(tokenizer) if tokenizer else found_tokenizer
+    if dict_path is None or tokenizer is None:
+        missing = "dict.txt" if dict_path is None else "spm.model or tokenizer.json"
         raise MetaConfigError(f"{path}: cannot find the pre-training {missing} (looked next to the "
-                              "data the checkpoint names); give --dict and --spm-model")
+                              "data the checkpoint names); give --dict and --tokenizer")
     symbols = corpus.check_dictionary(dict_path)
     # fairseq's 4 specials + <mask>
     check_vocabulary_size(pre, len(symbols) + 4 + 1, path, dict_path,
                           "give the dict.txt the checkpoint was pre-trained with (--dict)")
-    sp = corpus.load_spm(spm_model)
-    corpus.check_spm_matches_dict(sp, spm_model, symbols, dict_path)
+    load_tokenizer(tokenizer, dict_path)
     history = state.get("optimizer_history") or [{}]
     num_updates = int(history[-1].get("num_updates", 0) or 0)
     return Checkpoint(label=label, path=str(path.resolve()), sha256=sha256(path),
                       num_updates=num_updates, vocab=pre["vocab"], model=pre["model"],
                       dict_path=str(Path(dict_path).resolve()),
-                      spm_model=str(Path(spm_model).resolve()))
+                      tokenizer=str(Path(tokenizer).resolve()))
 
 
 def load_dictionary(dict_path):
@@ -130,9 +147,20 @@ def model_args(state):
     model_cfg = _get(cfg, "model") if cfg is not None else state.get("args")
     if isinstance(model_cfg, argparse.Namespace):
         return argparse.Namespace(**vars(model_cfg))
+    if isinstance(model_cfg, dict):  # import_model.py writes plain containers (weights-only load)
+        return argparse.Namespace(**model_cfg)
     from omegaconf import OmegaConf
 
     return argparse.Namespace(**OmegaConf.to_container(model_cfg, resolve=True))
+
+
+def model_class(args):
+    """RobertaModel, or the registered model of the checkpoint's arch (imported_roberta)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+    from fairseq.models.roberta import RobertaModel
+
+    arch = getattr(args, "_name", None) or getattr(args, "arch", None)
+    return ARCH_MODEL_REGISTRY.get(arch, RobertaModel)
 
 
 def load_encoder(checkpoint, dictionary=None):
@@ -140,15 +168,13 @@ def load_encoder(checkpoint, dictionary=None):
     Classification heads of the checkpoint (NSP, supervised tasks) are dropped."""
     import logging
 
-    from fairseq.models.roberta import RobertaModel
-
     from ..checkpoints import load_checkpoint
 
     state = load_checkpoint(checkpoint.path)
     dictionary = dictionary or load_dictionary(checkpoint.dict_path)
     args = model_args(state)
     args.load_checkpoint_heads = False
-    model = RobertaModel.build_model(args, _Vocab(dictionary))
+    model = model_class(args).build_model(args, _Vocab(dictionary))
     weights = {k: v for k, v in state["model"].items() if not k.startswith("classification_heads.")}
     level = logging.getLogger("fairseq.models.roberta.model").level
     model.load_state_dict(weights, strict=True)
@@ -165,7 +191,6 @@ def make_untrained(source, out_path, seed=None):
     at update 0 with the source's config: the reference point "untrained"."""
     import torch
     from fairseq import utils
-    from fairseq.models.roberta import RobertaModel
 
     from ..checkpoints import load_checkpoint
 
@@ -179,8 +204,11 @@ def make_untrained(source, out_path, seed=None):
     import numpy as np
 
     np.random.seed(seed)
-    model = RobertaModel.build_model(args, _Vocab(load_dictionary(ck.dict_path)))
+    model = model_class(args).build_model(args, _Vocab(load_dictionary(ck.dict_path)))
     new = {k: v for k, v in state.items() if k in ("cfg", "args")}
+    if isinstance(cfg, dict) and _get(cfg.get("task"), "data") == ".":
+        # an imported model's "its own directory": the copy lives elsewhere
+        new["cfg"] = {**cfg, "task": {**cfg["task"], "data": str(Path(ck.dict_path).parent)}}
     new["model"] = {k: v for k, v in model.state_dict().items()}
     new["optimizer_history"] = [{"num_updates": 0, "criterion_name": "untrained",
                                  "optimizer_name": "none", "lr_scheduler_state": {}}]
@@ -199,7 +227,7 @@ def make_untrained(source, out_path, seed=None):
 # --------------------------------------------------------------------------- #
 def read_text_blocks(path, sp, dictionary, block_tokens):
     """The text file ``path`` (documents as :func:`fairseq_meta.prep.corpus.read_documents`
-    reads them) encoded with the pre-training sentencepiece model and dictionary,
+    reads them) encoded with the pre-training tokenizer (:func:`load_tokenizer`) and dictionary,
     concatenated (an end-of-sentence after each line) and cut into blocks of
     ``block_tokens`` ids, as ``masked_lm`` with ``--sample-break-mode none``; the
     last partial block is dropped. One-line error if the file is unreadable, empty

@@ -30,6 +30,9 @@ DEFAULT_TASKS = ("RTE", "MRPC", "CoLA", "STS-B", "SST-2")
 SHARED = REPO.parent / "shared" / "data"
 
 
+COUNTS = ("ft_seeds", "fs_draws", "ad_seeds")
+
+
 def _quiet(message):
     pass
 
@@ -42,7 +45,7 @@ class Settings:
     tasks: list = field(default_factory=lambda: list(DEFAULT_TASKS))
     measurements: list = field(default_factory=lambda: list(MEASUREMENTS))
     dict_path: str = None
-    spm_model: str = None
+    tokenizer: str = None       # spm.model or tokenizer.json (default: beside the data)
     config_dir: str = str(DEFAULT_CONFIG_DIR)
     glue_max_rows: int = None
     # 1. fine-tuning
@@ -84,7 +87,8 @@ class Settings:
         """The settings a unit of ``kind`` depends on (its cache key)."""
         common = {"glue_max_rows": self.glue_max_rows, "config_dir": self.config_dir}
         prefix = {"finetune": "ft_", "fewshot": "fs_", "probe": "probe_", "adaptation": "ad_"}[kind]
-        own = {k: v for k, v in asdict(self).items() if k.startswith(prefix)}
+        # how many seeds/draws is not part of a unit: more of them reuse the ones that exist
+        own = {k: v for k, v in asdict(self).items() if k.startswith(prefix) and k not in COUNTS}
         if kind == "adaptation":
             own.update(domain_train=self.domain_train, domain_eval=self.domain_eval)
             return own
@@ -148,7 +152,7 @@ def check(settings, log=_quiet):
             raise MetaConfigError(f"--{name.replace('_', '-')} must be >= 1")
     if "fewshot" in settings.measurements and settings.fs_draws < 2:
         raise MetaConfigError("--fs-draws must be >= 2 (a standard deviation needs two draws)")
-    checkpoints = [inspect(path, label, settings.dict_path, settings.spm_model)
+    checkpoints = [inspect(path, label, settings.dict_path, settings.tokenizer)
                    for label, path in parse_checkpoint_args(settings.checkpoints)]
     for ck in checkpoints:
         log(f"{ck.label}: {ck.path} ({ck.num_updates} updates, {ck.model['encoder_layers']} layers, "
@@ -157,11 +161,10 @@ def check(settings, log=_quiet):
     if set(settings.measurements) & {"finetune", "fewshot", "probe"}:
         tasks = check_glue(settings)
     if "adaptation" in settings.measurements:
-        from ..prep import corpus
-        from .model import load_dictionary, read_text_blocks
+        from .model import load_dictionary, load_tokenizer, read_text_blocks
 
-        for d, s in {(c.dict_path, c.spm_model) for c in checkpoints}:
-            sp, dictionary = corpus.load_spm(s), load_dictionary(d)
+        for d, s in {(c.dict_path, c.tokenizer) for c in checkpoints}:
+            sp, dictionary = load_tokenizer(s, d), load_dictionary(d)
             block = next(c for c in checkpoints if c.dict_path == d).model["max_positions"] - 1
             for path in (settings.domain_train, settings.domain_eval):
                 read_text_blocks(path, sp, dictionary, block)
@@ -231,13 +234,12 @@ _CACHE = {}
 
 
 def _domain(settings, ck):
-    key = (ck.dict_path, ck.spm_model, ck.model["max_positions"])
+    key = (ck.dict_path, ck.tokenizer, ck.model["max_positions"])
     if key not in _CACHE:
-        from ..prep import corpus
         from .adaptation import make_eval_set
-        from .model import load_dictionary, read_text_blocks
+        from .model import load_dictionary, load_tokenizer, read_text_blocks
 
-        sp, dictionary = corpus.load_spm(ck.spm_model), load_dictionary(ck.dict_path)
+        sp, dictionary = load_tokenizer(ck.tokenizer, ck.dict_path), load_dictionary(ck.dict_path)
         block = ck.model["max_positions"] - 1
         train, unk_train = read_text_blocks(settings.domain_train, sp, dictionary, block)
         evalb, unk_eval = read_text_blocks(settings.domain_eval, sp, dictionary, block)
@@ -398,7 +400,7 @@ def aggregate_probe(settings, labels, task_names, results):
     from ..prep.glue_metrics import METRICS
 
     base = labels[0]
-    idx_cache, scores = {}, {}
+    idx_cache = {}
     point, boot = {}, {}
     for l in labels:
         point[l], boot[l] = {}, {}
@@ -465,20 +467,23 @@ def versions():
 
 
 def prepare_glue_data(settings, checkpoints, tasks, out_dir, log):
-    """{dict_path: {task: prepared dir}}, prepared once per dictionary (cached)."""
+    """{(dict_path, tokenizer): {task: prepared dir}}, prepared once per pair and
+    kept under a key of both files' contents (reused by later runs)."""
     from ..prep import glue_data
+    from .model import sha256
 
     dirs = {}
-    for d, s in sorted({(c.dict_path, c.spm_model) for c in checkpoints}):
-        from .model import sha256
-
-        dest = out_dir / "glue" / f"{sha256(d)[:12]}-rows{settings.glue_max_rows or 'all'}"
+    for d, s in sorted({(c.dict_path, c.tokenizer) for c in checkpoints}):
+        key = _key([sha256(d), sha256(s)])
+        dest = out_dir / "glue" / f"{key}-rows{settings.glue_max_rows or 'all'}"
         todo = [(t, f) for t, f in tasks if not (dest / t.name / "meta.json").is_file()]
         if todo:
             log(f"preparing GLUE ({', '.join(t.name for t, _ in todo)}) with {s} into {dest}")
-            glue_data.prepare_glue(todo, str(dest), spm_model=s, dict_path=d,
-                                   max_rows=settings.glue_max_rows, force=True)
-        dirs[d] = {t.name: str(dest / t.name) for t, _ in tasks}
+            encoder = ({"tokenizer_from": str(Path(s).parent)} if Path(s).name == "tokenizer.json"
+                       else {"spm_model": s})
+            glue_data.prepare_glue(todo, str(dest), dict_path=d, max_rows=settings.glue_max_rows,
+                                   force=True, **encoder)
+        dirs[(d, s)] = {t.name: str(dest / t.name) for t, _ in tasks}
     return dirs
 
 
@@ -506,7 +511,7 @@ def evaluate(settings, log=_quiet):
         if path.is_file():
             results[(unit["label"], unit["kind"], unit_name(unit))] = json.loads(path.read_text())
         else:
-            task_dir = glue_dirs[ck.dict_path][unit["task"]] if "task" in unit else None
+            task_dir = glue_dirs[(ck.dict_path, ck.tokenizer)][unit["task"]] if "task" in unit else None
             todo.append((settings, ck, unit, task_dir))
     from ..run.threads import intra_op_threads
 

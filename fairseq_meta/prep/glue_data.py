@@ -357,7 +357,7 @@ def prepare_glue(tasks, destdir, *, spm_model=None, dict_path=None, max_rows=Non
         # an imported model's tokenizer and dict.txt (prep/imported_tokenizer.py)
         from .imported_tokenizer import ImportedTokenizer
 
-        sp = ImportedTokenizer(tokenizer_from)
+        sp = ImportedTokenizer(tokenizer_from, dict_path)
         dict_path, spm_model = sp.dict_path, os.path.join(sp.model_dir, "tokenizer.json")
         symbols = corpus.check_dictionary(dict_path)
     else:

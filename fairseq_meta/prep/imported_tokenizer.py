@@ -34,14 +34,19 @@ def check_flags(model_dir, given):
 
 
 class ImportedTokenizer:
-    def __init__(self, model_dir):
+    """*model_dir*: an imported model directory, or data prepared with its tokenizer
+    (which holds the same files); *dict_path*: another dict.txt to check it against."""
+
+    def __init__(self, model_dir, dict_path=None):
         self.model_dir = os.path.abspath(model_dir)
-        self.dict_path = os.path.join(self.model_dir, "dict.txt")
-        for name in ("tokenizer.json", "dict.txt", "vocab.txt"):
+        self.dict_path = os.path.abspath(dict_path or os.path.join(self.model_dir, "dict.txt"))
+        for name in ("tokenizer.json", "vocab.txt"):
             if not os.path.isfile(os.path.join(self.model_dir, name)):
                 raise MetaConfigError(
                     f"--tokenizer-from {model_dir}: no {name} (not a directory written by "
                     "scripts/import_model.py)")
+        if not os.path.isfile(self.dict_path):
+            raise MetaConfigError(f"--tokenizer-from {model_dir}: no dictionary {self.dict_path}")
         from tokenizers import Tokenizer
 
         path = os.path.join(self.model_dir, "tokenizer.json")
@@ -62,7 +67,8 @@ class ImportedTokenizer:
         if foreign or len(symbols) < 0.99 * len(vocabulary) - len(FAIRSEQ_SPECIALS):
             example = f", e.g. {foreign[0]!r}" if foreign else ""
             raise MetaConfigError(
-                f"--tokenizer-from {self.model_dir}: tokenizer.json does not match dict.txt "
+                f"--tokenizer-from {self.model_dir}: tokenizer.json does not match the dictionary "
+                f"{self.dict_path} "
                 f"({len(foreign)} dictionary symbols not in its vocabulary of {len(vocabulary)}"
                 f"{example}); re-run scripts/import_model.py")
 

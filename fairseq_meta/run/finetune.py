@@ -41,6 +41,7 @@ ARCH_KEYS = ["activation_fn", "encoder_normalize_before", "encoder_learned_pos",
 SIZE_KEYS = ["encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
              "encoder_attention_heads"]
 EMBED_KEY = "encoder.sentence_encoder.embed_tokens.weight"
+IMPORTED_ARCH = "imported_roberta"   # scripts/import_model.py's (models/imported_roberta.py)
 
 QUICK_MAX_UPDATE = 4
 QUICK_BATCH_SIZE = 8
@@ -172,9 +173,9 @@ def read_pretrained(path):
     if model_cfg is None:
         raise MetaConfigError(f"{path} holds no model config (cfg.model / args)")
     arch = _get(model_cfg, "_name") or _get(model_cfg, "arch") or ""
-    if not str(arch).startswith("roberta"):
+    if not (str(arch).startswith("roberta") or arch == IMPORTED_ARCH):
         raise MetaConfigError(f"{path} is a {arch or 'non-RoBERTa'} model; GLUE fine-tuning here "
-                              "needs a RoBERTa encoder (--arch roberta_*)")
+                              f"needs a RoBERTa encoder (--arch roberta_* or {IMPORTED_ARCH})")
     if EMBED_KEY not in state["model"]:
         raise MetaConfigError(f"{path} has no {EMBED_KEY}: not a RoBERTa encoder checkpoint")
     values = {}
@@ -188,6 +189,8 @@ def read_pretrained(path):
     if max_positions is None:
         raise MetaConfigError(f"{path}: neither model.max_positions nor task.tokens_per_sample is set")
     values["max_positions"] = int(max_positions)
+    if arch == IMPORTED_ARCH:
+        values["layernorm_eps"] = float(_get(model_cfg, "layernorm_eps"))
     return {"model": values, "vocab": int(state["model"][EMBED_KEY].shape[0]), "arch": str(arch)}
 
 
@@ -203,6 +206,9 @@ def model_overrides(pre):
     out = [f"model.{k}={_hydra_value(model[k])}" for k in SIZE_KEYS]
     out += [f"++model.{k}={_hydra_value(model[k])}" for k in ARCH_KEYS
             if k in model and model[k] != getattr(defaults, k)]
+    if "layernorm_eps" in model:
+        # an imported encoder computes with its source's LayerNorm eps (models/imported_roberta.py)
+        out += [f"model._name={IMPORTED_ARCH}", f"++model.layernorm_eps={model['layernorm_eps']!r}"]
     out.append(f"task.max_positions={model['max_positions']}")
     return out
 

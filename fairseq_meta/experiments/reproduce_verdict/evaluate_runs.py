@@ -57,7 +57,7 @@ def stage_evaluate_supervised(exp):
     settings = Settings(
         checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=["finetune"],
         glue_dir=str(Path(exp.data_root) / "glue"), tasks=exp.derived["heldout_tasks"],
-        dict_path=str(exp.out / "data" / "dict.txt"), spm_model=str(exp.out / "data" / "spm.model"),
+        dict_path=str(exp.out / "data" / "dict.txt"), tokenizer=str(exp.out / "data" / "spm.model"),
         glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"],
         ft_max_train=s["ft_max_train"], jobs=exp.jobs)
     cli.log(f"evaluate: {len(items)} supervised checkpoints x {len(exp.derived['heldout_tasks'])} "

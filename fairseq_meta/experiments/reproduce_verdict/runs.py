@@ -141,7 +141,7 @@ def stage_glue(exp, env):
     """The supervised tasks binarized with the pre-training dictionary -> OUT/glue."""
     s, out = exp.settings, exp.out
     cmd = [sys.executable, REPO / "scripts" / "prepare_glue.py",
-           "--glue-dir", Path(exp.data_root) / "glue", "--spm-model", out / "data" / "spm.model",
+           "--glue-dir", Path(exp.data_root) / "glue", "--tokenizer", out / "data" / "spm.model",
            "--dict", out / "data" / "dict.txt", "--destdir", out / "glue", "--force",
            "--tasks", ",".join(exp.derived["supervised_tasks"]), "--workers", exp.jobs]
     if s["glue_max_rows"]:
