@@ -348,3 +348,74 @@ def test_evaluation_finds_the_imported_tokenizer_and_fine_tunes_the_imported_mod
         ours = model(tokens, features_only=True)[0]
         theirs = hub.model(tokens, features_only=True)[0]
     assert torch.equal(ours, theirs)
+
+
+# --------------------------------------------------------------------------- #
+# scripts/reproduce_verdict.py --init-from: the verdict from an imported encoder
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def tiny_bert(source, tmp_path_factory):
+    """A 1-layer, 32-dim BERT with random weights and all-MiniLM-L6-v2's real tokenizer,
+    imported: the verdict pipeline's quick run at the cost of a small model."""
+    from transformers import BertConfig, BertModel
+
+    src = tmp_path_factory.mktemp("tiny_bert_src")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(str(src))
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (Path(source) / name).is_file():
+            shutil.copyfile(Path(source) / name, src / name)
+    out = tmp_path_factory.mktemp("tiny_bert") / "model"
+    check_ok(run_script("import_model.py", src, out))
+    return out
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "glue" / "RTE").is_dir(), reason="needs ../shared/data")
+def test_reproduce_verdict_init_from_refuses_bad_input(tiny_bert, tmp_path):
+    for extra, message in ((["--init-from", tmp_path], "no model.pt (not a directory written by"),
+                           (["--init-from", tiny_bert, "--layers", "2"], "drop --layers"),
+                           (["--init-from", tiny_bert, "--tokens-per-sample", "128"],
+                            "exceeds the imported model's 64 positions"),
+                           (["--init-from", tiny_bert, "--ft-tasks", "RTE,NOPE"],
+                            "--ft-tasks: unknown GLUE task 'NOPE'")):
+        proc = run_script("reproduce_verdict.py", "--quick", "--out-dir", tmp_path / "v", *extra)
+        err = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
+        assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "glue" / "RTE").is_dir(), reason="needs ../shared/data")
+def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
+    out = tmp_path / "verdict"
+    proc = run_script("reproduce_verdict.py", "--quick", "--out-dir", out, "--init-from", tiny_bert,
+                      "--nsp", "0", "--supervised-tasks", "", "--ft-tasks", "RTE", "--jobs", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the corpus is in the imported vocabulary
+    for name in ("dict.txt", "tokenizer.json"):
+        assert (out / "data" / name).read_bytes() == (tiny_bert / name).read_bytes()
+    assert not (out / "data" / "spm.model").exists()
+    # every pre-training run started from the imported weights, in its architecture
+    from fairseq_meta.checkpoints import load_checkpoint
+    runs = sorted((out / "pretrain").iterdir())
+    assert len(runs) == 7  # sweep: k0, 2 x k1; after it: k2, second order, seed 2's k0 and k1
+    for run in runs:
+        log = (run / "train.log").read_text()
+        assert f"loading pretrained model from {tiny_bert / 'model.pt'}" in log, run.name
+        cfg = load_checkpoint(run / "checkpoints" / "checkpoint_last.pt")["cfg"]
+        model = cfg["model"] if isinstance(cfg["model"], dict) else vars(cfg["model"])  # legacy args
+        assert (model.get("_name") or model.get("arch")) == "imported_roberta"
+        assert model["layernorm_eps"] == 1e-12 and model["max_positions"] == 64
+        assert cfg["task"]["tokens_per_sample"] == 32
+    # the evaluation: every checkpoint and the imported model itself, adaptation and RTE
+    ev = json.loads((out / "eval" / "results.json").read_text())
+    labels = [c["label"] for c in ev["checkpoints"]]
+    assert labels[-1] == "init" and {"s1-k0", "s1-k0-2U", "s1-k1", "s2-k0", "s2-k1"} <= set(labels)
+    assert all(c["tokenizer"] == str(out / "data" / "tokenizer.json") for c in ev["checkpoints"][:-1])
+    assert ev["checkpoints"][-1]["tokenizer"] == str(tiny_bert / "tokenizer.json")
+    for label in labels:
+        assert set(ev["measurements"]["finetune"]["raw"][label]) == {"RTE", "average"}
+        assert set(ev["measurements"]["adaptation"]["raw"][label]) == {"t=0", "t=1", "t=2"}
+    result = json.loads((out / "results.json").read_text())
+    assert result["comparisons"] and (out / "results.md").is_file()

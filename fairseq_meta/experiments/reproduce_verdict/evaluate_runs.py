@@ -3,8 +3,11 @@
 from pathlib import Path
 
 from .. import experiment
-from .runs import after_selection_runs, all_seeds, describe, nsp_runs, run_name, sweep_runs
+from .runs import after_selection_runs, all_seeds, data_tokenizer, describe, nsp_runs, run_name, sweep_runs
 from .settings import cli
+
+INIT_LABEL = "init"  # the imported model itself (--init-from)
+
 
 def checkpoints_to_evaluate(exp, selected):
     """[(label, run name, updates, k, description, seed)], one per checkpoint file."""
@@ -57,8 +60,8 @@ def stage_evaluate_supervised(exp):
     settings = Settings(
         checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=["finetune"],
         glue_dir=str(Path(exp.data_root) / "glue"), tasks=exp.derived["heldout_tasks"],
-        dict_path=str(exp.out / "data" / "dict.txt"), tokenizer=str(exp.out / "data" / "spm.model"),
-        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"],
+        dict_path=str(exp.out / "data" / "dict.txt"), tokenizer=str(data_tokenizer(exp)),
+        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"], ft_lr=s["ft_lr"],
         ft_max_train=s["ft_max_train"], jobs=exp.jobs)
     cli.log(f"evaluate: {len(items)} supervised checkpoints x {len(exp.derived['heldout_tasks'])} "
             f"held-out tasks x {s['ft_seeds']} fine-tuning seeds -> {exp.out / 'eval-supervised'}")
@@ -74,10 +77,19 @@ def stage_evaluate(exp, selected):
                                           + nsp_checkpoints_to_evaluate(exp, selected)):
         path = experiment.checkpoint_file(exp.out / "pretrain" / name / "checkpoints", updates)
         items.append(f"{label}={path}")
+    if exp.derived.get("init"):
+        items.append(f"{INIT_LABEL}={exp.derived['init']['model']}")  # where every run started
+    ft_tasks = exp.derived.get("ft_tasks") or []
     settings = Settings(
-        checkpoints=items, out_dir=str(exp.out / "eval"), measurements=["adaptation"],
+        checkpoints=items, out_dir=str(exp.out / "eval"),
+        measurements=["adaptation"] + (["finetune"] if ft_tasks else []),
         domain_train=str(exp.derived["domain"]["valid"]), domain_eval=str(exp.derived["domain"]["test"]),
         ad_steps=exp.derived["ad_step_list"], ad_seeds=s["ad_seeds"], ad_lr=s["ad_lr"],
-        ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs)
-    cli.log(f"evaluate: {len(items)} checkpoints x {s['ad_seeds']} adaptation seeds -> {exp.out / 'eval'}")
+        ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs,
+        glue_dir=str(Path(exp.data_root) / "glue"), tasks=ft_tasks,
+        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"], ft_lr=s["ft_lr"],
+        ft_max_train=s["ft_max_train"])
+    cli.log(f"evaluate: {len(items)} checkpoints x {s['ad_seeds']} adaptation seeds"
+            + (f", fine-tuned on {', '.join(ft_tasks)} x {s['ft_seeds']} seeds" if ft_tasks else "")
+            + f" -> {exp.out / 'eval'}")
     evaluate(settings, log=cli.log)

@@ -43,6 +43,18 @@ def inner_flags(k, setting, order="first"):
     return flags
 
 
+def architecture_flags(exp):
+    """The model's flags: the mode's small RoBERTa, or the imported model's own
+    (``model_args.txt``) with ``--init-from``."""
+    init = exp.derived.get("init")
+    return init["flags"] if init else model_flags(exp.settings)
+
+
+def max_positions(exp):
+    init = exp.derived.get("init")
+    return init["max_positions"] if init else exp.settings["tokens_per_sample"]
+
+
 def device_flags(s):
     return ["--cpu"] if s["device"] == "cpu" else (["--fp16"] if s["fp16"] else [])
 
@@ -52,8 +64,8 @@ def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
     run_dir = out / "pretrain" / run_name(seed, k, setting, order, objective)
     max_update = 2 * s["updates"] if k == 0 else s["updates"]
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "data", "--user-dir", USER_DIR,
-           "--task", "meta_masked_lm", "--criterion", "meta_masked_lm", *model_flags(s),
-           "--tokens-per-sample", s["tokens_per_sample"], "--max-positions", s["tokens_per_sample"],
+           "--task", "meta_masked_lm", "--criterion", "meta_masked_lm", *architecture_flags(exp),
+           "--tokens-per-sample", s["tokens_per_sample"], "--max-positions", max_positions(exp),
            "--batch-size", s["batch_size"], "--sample-break-mode", "none",
            "--lr", s["lr"], "--lr-scheduler", "fixed", "--warmup-updates", s["warmup"],
            "--adam-betas", "(0.9,0.98)", "--weight-decay", s["weight_decay"], "--clip-norm", "0",
@@ -63,6 +75,10 @@ def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
            "--validate-interval-updates", s["valid_interval"], "--log-format", "json",
            "--log-interval", s["log_interval"], "--seed", seed]
     cmd += device_flags(s)
+    if exp.derived.get("init"):
+        # fairseq's way in: weights only, optimizer and data start fresh; a resumed run
+        # continues from its own checkpoint_last.pt instead
+        cmd += ["--finetune-from-model", exp.derived["init"]["model"]]
     if objective == "nsp":
         cmd += ["--sentence-objective", "nsp"]
     cmd += inner_flags(k, setting, order)
@@ -84,8 +100,8 @@ def supervised_cmd(exp, seed, k, selected):
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
            "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
            "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
-           "--task-sampling-alpha", "0.5", *inner_flags(k, selected), *model_flags(s),
-           "--max-positions", s["tokens_per_sample"], "--shorten-method", "truncate",
+           "--task-sampling-alpha", "0.5", *inner_flags(k, selected), *architecture_flags(exp),
+           "--max-positions", max_positions(exp), "--shorten-method", "truncate",
            "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
            "--warmup-updates", max(1, s["supervised_updates"] // 10),
            "--max-update", s["supervised_updates"], "--num-workers", "0",
@@ -128,11 +144,24 @@ def nsp_runs(exp, selected):
             for run in ((seed, 0, None, "first", "nsp"), (seed, 1, selected, "first", "nsp"))]
 
 
+def tokenizer_flags(exp):
+    """How prepare_corpus.py and prepare_glue.py encode: a sentencepiece model trained on
+    the corpus (OUT/data/spm.model), or the imported model's tokenizer."""
+    init, s = exp.derived.get("init"), exp.settings
+    if init:
+        return ["--tokenizer-from", init["dir"]]
+    return ["--vocab-size", s["vocab_size"], "--spm-input-lines", s["spm_input_lines"]]
+
+
+def data_tokenizer(exp):
+    """The tokenizer file beside OUT/data that evaluate.py encodes with."""
+    return exp.out / "data" / ("tokenizer.json" if exp.derived.get("init") else "spm.model")
+
+
 def stage_data(exp, env):
-    s, out = exp.settings, exp.out
+    out = exp.out
     run_step("corpus", [sys.executable, REPO / "scripts" / "prepare_corpus.py", "--destdir",
-                        out / "data", "--force", "--vocab-size", s["vocab_size"],
-                        "--spm-input-lines", s["spm_input_lines"], "--workers", exp.jobs,
+                        out / "data", "--force", *tokenizer_flags(exp), "--workers", exp.jobs,
                         "--corpus", f"books={exp.derived['corpus_path']}"],
              out / "logs" / "corpus.log", out / "logs" / "corpus.done", env)
 
@@ -141,8 +170,10 @@ def stage_glue(exp, env):
     """The supervised tasks binarized with the pre-training dictionary -> OUT/glue."""
     s, out = exp.settings, exp.out
     cmd = [sys.executable, REPO / "scripts" / "prepare_glue.py",
-           "--glue-dir", Path(exp.data_root) / "glue", "--tokenizer", out / "data" / "spm.model",
-           "--dict", out / "data" / "dict.txt", "--destdir", out / "glue", "--force",
+           "--glue-dir", Path(exp.data_root) / "glue",
+           *(["--tokenizer-from", exp.derived["init"]["dir"]] if exp.derived.get("init") else
+             ["--spm-model", out / "data" / "spm.model", "--dict", out / "data" / "dict.txt"]),
+           "--destdir", out / "glue", "--force",
            "--tasks", ",".join(exp.derived["supervised_tasks"]), "--workers", exp.jobs]
     if s["glue_max_rows"]:
         cmd += ["--max-rows", s["glue_max_rows"]]

@@ -23,7 +23,7 @@ MODES = {
         ad_lr=5e-4, ad_batch_size=16, device="cpu", fp16=0,
         nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=400, supervised_lr=1e-4, glue_max_rows=0, ft_seeds=1, ft_epochs=3,
-        ft_max_train=4000),
+        ft_max_train=4000, init_from="", ft_tasks="", ft_lr=2e-4),
     "quick": dict(
         layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
         lr=1e-3, warmup=2, updates=8, checkpoint_interval=4, valid_interval=4,
@@ -34,12 +34,15 @@ MODES = {
         ad_lr=5e-4, ad_batch_size=4, device="cpu", fp16=0,
         nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=4, supervised_lr=1e-4, glue_max_rows=120, ft_seeds=1, ft_epochs=1,
-        ft_max_train=100),
+        ft_max_train=100, init_from="", ft_tasks="", ft_lr=2e-4),
 }
 # The sweep table's adaptation gain, inner and outer move and support loss are means
 # over the train_inner rows of the last 30% of the U updates (1050 < u <= 1500 at
 # U = 1500, as in the hand-run table).
 SUMMARY_WINDOW = 0.3
+# What --init-from MODEL_DIR (a directory of scripts/import_model.py) brings with it
+# and so replaces: the architecture (its model_args.txt) and the tokenizer.
+INIT_REPLACES = ("layers", "embed_dim", "ffn_dim", "heads", "vocab_size", "spm_input_lines")
 PRECONDITIONERS = {"sgd": "SGD", "adam": "Adam-preconditioned"}
 # --KIND-inner-lrs: the k = 1 settings the sweep tries, per kind: the inner rule,
 # the meta-objective and whether α is learned (from the listed value, per tensor).
@@ -76,7 +79,7 @@ def settings_for(quick, overrides, data_root):
             raise MetaConfigError(f"--{key} must be 0 or 1 (got {s[key]})")
     if s["fp16"] and s["device"] != "cuda":
         raise MetaConfigError("--fp16 1 needs --device cuda (fairseq's fp16 trains on a GPU)")
-    for key in ["lr", "ad_lr", "supervised_lr"]:
+    for key in ["lr", "ad_lr", "supervised_lr", "ft_lr"]:
         if not s[key] > 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be positive (got {s[key]})")
     if s["device"] not in ("cpu", "cuda"):
@@ -124,27 +127,54 @@ def settings_for(quick, overrides, data_root):
         if not path.is_file():
             raise MetaConfigError(f"adaptation domain {path} not found (--data-root {data_root})")
     supervised, heldout = _glue_tasks(s, data_root)
-    derived = {"inner_settings": settings_list, "fresh_seeds": seeds, "ad_step_list": ad_steps,
+    # GLUE fine-tuning of the pre-training checkpoints (evaluate.py's measurement 1)
+    ft_tasks = _task_list(s, "ft_tasks")
+    _check_task_dirs(ft_tasks, data_root)
+    derived = {"init": _init_from(s, overrides), "ft_tasks": ft_tasks,
+               "inner_settings": settings_list, "fresh_seeds": seeds, "ad_step_list": ad_steps,
                "corpus_path": corpus, "domain": domain, "supervised_tasks": supervised,
                "heldout_tasks": heldout}
     return s, derived
 
 
+def _init_from(s, overrides):
+    """None, or what the pre-training runs start from: {dir, model, flags, max_positions}."""
+    if not s["init_from"]:
+        return None
+    given = [f"--{k.replace('_', '-')}" for k in INIT_REPLACES if overrides.get(k) is not None]
+    if given:
+        raise MetaConfigError(f"--init-from brings its architecture and tokenizer; drop {', '.join(given)}")
+    model_dir = Path(s["init_from"]).resolve()
+    for name in ("model.pt", "model_args.txt", "tokenizer.json", "dict.txt", "import.json"):
+        if not (model_dir / name).is_file():
+            raise MetaConfigError(f"--init-from {model_dir}: no {name} (not a directory written by "
+                                  "scripts/import_model.py)")
+    flags = (model_dir / "model_args.txt").read_text(encoding="utf-8").split()
+    max_positions = int(flags[flags.index("--max-positions") + 1]) if "--max-positions" in flags else None
+    if max_positions is not None and s["tokens_per_sample"] > max_positions:
+        raise MetaConfigError(f"--tokens-per-sample {s['tokens_per_sample']} exceeds the imported "
+                              f"model's {max_positions} positions")
+    return {"dir": model_dir, "model": model_dir / "model.pt", "flags": flags,
+            "max_positions": max_positions or s["tokens_per_sample"]}
+
+
+def _task_list(s, key):
+    from ...prep.glue import lookup
+
+    names = [x.strip() for x in s[key].split(",") if x.strip()]
+    try:
+        tasks = [lookup(name).name for name in names]
+    except MetaConfigError as e:
+        raise MetaConfigError(f"--{key.replace('_', '-')}: {e}") from None
+    if len(set(tasks)) != len(tasks):
+        raise MetaConfigError(f"--{key.replace('_', '-')} lists a task twice ({s[key]})")
+    return tasks
+
+
 def _glue_tasks(s, data_root):
     """(supervised tasks, held-out tasks) as canonical GLUE names; ([], []) when
     --supervised-tasks is empty (no supervised phase)."""
-    from ...prep.glue import find_task_dir, lookup
-
-    lists = []
-    for key in ("supervised_tasks", "heldout_tasks"):
-        names = [x.strip() for x in s[key].split(",") if x.strip()]
-        try:
-            lists.append([lookup(name).name for name in names])
-        except MetaConfigError as e:
-            raise MetaConfigError(f"--{key.replace('_', '-')}: {e}") from None
-        if len(set(lists[-1])) != len(lists[-1]):
-            raise MetaConfigError(f"--{key.replace('_', '-')} lists a task twice ({s[key]})")
-    supervised, heldout = lists
+    supervised, heldout = _task_list(s, "supervised_tasks"), _task_list(s, "heldout_tasks")
     if not supervised:
         return [], []
     if not heldout:
@@ -153,11 +183,17 @@ def _glue_tasks(s, data_root):
     both = sorted(set(supervised) & set(heldout))
     if both:
         raise MetaConfigError(f"--heldout-tasks must not hold a supervised task ({', '.join(both)})")
-    for name in supervised + heldout:
+    _check_task_dirs(supervised + heldout, data_root)
+    return supervised, heldout
+
+
+def _check_task_dirs(names, data_root):
+    from ...prep.glue import find_task_dir
+
+    for name in names:
         if find_task_dir(data_root / "glue", name) is None:
             raise MetaConfigError(f"GLUE task {name}: {data_root / 'glue' / name} not found "
                                   f"(--data-root {data_root})")
-    return supervised, heldout
 
 
 class VerdictExperiment(experiment.Experiment):
