@@ -15,5 +15,6 @@ from . import tasks  # noqa: E402,F401
 from .tasks import meta_masked_lm, meta_sentence_prediction  # noqa: E402,F401
 from . import criterions  # noqa: E402,F401
 from .models import imported_roberta  # noqa: E402,F401  (registers --arch imported_roberta)
+from .bpe import hf_tokenizer  # noqa: E402,F401  (registers --bpe hf_tokenizer)
 
 __version__ = "0.1.0"

@@ -98,9 +98,9 @@ def test_model_pt_is_weights_only_and_names_the_architecture(imported):
 
 
 def test_fairseq_order_of_the_vocabulary(source):
-    from fairseq_meta.run.import_model import fairseq_order, read_wordpiece
+    from fairseq_meta.run.import_model import fairseq_order, read_tokenizer
 
-    vocab = read_wordpiece(source)["vocab"]
+    vocab = read_tokenizer(source)["vocab"]
     perm, symbols = fairseq_order(vocab)
     assert sorted(perm) == list(range(len(vocab)))
     assert perm[:4] == [vocab["[CLS]"], vocab["[PAD]"], vocab["[SEP]"], vocab["[UNK]"]]
@@ -129,6 +129,12 @@ def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path):
 
     (other / "config.json").write_text(json.dumps(dict(config, vocab_size=30000)))
     _fails_with_one_line(other, out, expect="tokenizer and model do not match")
+
+    # a RoBERTa config beside BERT's files: its positions and its tokenizer do not fit
+    (other / "config.json").write_text(json.dumps(dict(config, model_type="roberta", pad_token_id=0)))
+    _fails_with_one_line(other, out, expect="pad_token_id 0; fairseq's positions count from padding index 1")
+    (other / "config.json").write_text(json.dumps(dict(config, model_type="roberta", pad_token_id=1)))
+    _fails_with_one_line(other, out, expect="a 'WordPiece' tokenizer; a roberta import needs BPE")
     assert not out.exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
 
@@ -419,3 +425,103 @@ def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
         assert set(ev["measurements"]["adaptation"]["raw"][label]) == {"t=0", "t=1", "t=2"}
     result = json.loads((out / "results.json").read_text())
     assert result["comparisons"] and (out / "results.md").is_file()
+
+
+# --------------------------------------------------------------------------- #
+# RoBERTa and XLM-R sources (random weights: no such checkpoint installs here)
+# --------------------------------------------------------------------------- #
+def _tiny_roberta_family(model_type, root):
+    """A 2-layer transformers RoBERTa (or XLM-R) with random weights, an MLM head and a
+    byte-level BPE (or unigram) tokenizer trained on WikiText-2, saved as a user has it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import (PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM,
+                              XLMRobertaConfig, XLMRobertaForMaskedLM)
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    text = _text_lines(SHARED_DATA / "wikitext-2" / "valid.txt", 3000)
+    if model_type == "roberta":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=600, special_tokens=specials, unk_token="<unk>")
+    tok.train_from_iterator(text, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                   cls_token="<s>", sep_token="</s>")
+    src = root / model_type
+    fast.save_pretrained(str(src))
+    config_class, model_class = ((RobertaConfig, RobertaForMaskedLM) if model_type == "roberta"
+                                 else (XLMRobertaConfig, XLMRobertaForMaskedLM))
+    config = config_class(vocab_size=tok.get_vocab_size(), hidden_size=48, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=96, max_position_embeddings=514,
+                          pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    torch.manual_seed(0)
+    model = model_class(config)
+    with torch.no_grad():  # transformers zero-initialises the biases and the type embedding
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model.save_pretrained(str(src))
+    return src
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta"])
+def test_roberta_and_xlm_r_sources(model_type, tmp_path):
+    src = _tiny_roberta_family(model_type, tmp_path)
+    out = tmp_path / "imported"
+    proc = check_ok(run_script("import_model.py", src, out))
+    assert "MLM head: source" in proc.stderr + proc.stdout
+    record = json.loads((out / "import.json").read_text())
+    assert record["model_type"] == model_type and record["mlm_head"] == "source"
+    assert "--max-positions 512" in (out / "model_args.txt").read_text()
+    # a fresh process, the directory moved: tokens and features are transformers'
+    moved = tmp_path / "moved"
+    shutil.move(str(out), str(moved))
+    texts = [" ".join(line.split()[:40]) for line in real_text()]  # a 600-token vocabulary: long
+    proc = subprocess.run([sys.executable, "-c", COMPARE, str(moved), str(src), json.dumps(texts)],
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(result["same_tokens"]) and result["n_tokens"] > 100, result
+    assert result["max_diff"] <= 1e-4, result
+    # and the masked-LM logits: the source's own head, rows in fairseq's order
+    proc = subprocess.run([sys.executable, "-c", LOGITS, str(moved), str(src), json.dumps(texts[:4])],
+                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) <= 1e-4
+    # the exporter says what it cannot do yet, and writes nothing
+    proc = run_script("export_model.py", moved, "--huggingface", tmp_path / "hf")
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(err) == 1 and "not supported yet" in err[0], proc.stderr
+    assert not (tmp_path / "hf").exists()
+
+
+LOGITS = r"""
+import json, sys, torch
+import fairseq_meta  # noqa: F401
+from fairseq.models.roberta import RobertaModel
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+model_dir, src, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+roberta = RobertaModel.from_pretrained(model_dir).eval()
+tok = AutoTokenizer.from_pretrained(src)
+hf = AutoModelForMaskedLM.from_pretrained(src).eval()
+# fairseq's row of each source id
+order = [roberta.task.source_dictionary.index(t) for t in tok.convert_ids_to_tokens(list(range(len(tok))))]
+worst = 0.0
+for text in texts:
+    tokens = roberta.encode(text)
+    with torch.inference_mode():
+        ours = roberta.model(tokens.unsqueeze(0))[0][0][:, order]
+        theirs = hf(input_ids=tok(text, return_tensors="pt")["input_ids"]).logits[0]
+    worst = max(worst, float((ours - theirs).abs().max()))
+print(json.dumps(worst))
+"""

@@ -25,6 +25,7 @@ adds the surface strings of characters sentencepiece does not know (e.g.
 Unigram vocabulary is built in ``dict.txt`` order with sentencepiece's scores
 (:func:`hf_vocabulary`), not converted from the sentencepiece model.
 """
+import json
 import os
 import shutil
 import tempfile
@@ -539,6 +540,11 @@ def export_imported_huggingface(model_dir, out_dir, force=False):
 
     import fairseq_meta  # noqa: F401  (--arch imported_roberta, for load_hub_model)
 
+    with open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8") as f:
+        kind = (json.load(f).get("model") or {}).get("type")
+    if kind != "WordPiece":
+        raise MetaConfigError(f"{model_dir}: exporting an imported {kind} tokenizer is not "
+                              "supported yet (WordPiece only)")
     _prepare_out_dir(out_dir, force)
     state = torch.load(os.path.join(model_dir, HUB_CHECKPOINT), map_location="cpu",
                        weights_only=True)

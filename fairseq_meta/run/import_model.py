@@ -1,13 +1,16 @@
-"""A way in from transformers: a BERT checkpoint directory as a fairseq RoBERTa.
+"""A way in from transformers: a BERT, RoBERTa or XLM-R checkpoint directory as a
+fairseq RoBERTa.
 
-``import_model(src, out)`` turns a transformers BERT directory (``config.json``,
+``import_model(src, out)`` turns a transformers directory (``config.json``,
 ``model.safetensors`` or ``pytorch_model.bin``, ``tokenizer.json``) into a fairseq
 model directory::
 
     OUT/model.pt         weights as fairseq's RoBERTa (--arch imported_roberta), config
-                         naming fairseq's masked_lm task and its ``bert`` BPE
-    OUT/dict.txt         the WordPiece vocabulary in fairseq's order (see below)
-    OUT/vocab.txt        the WordPiece vocabulary in the source's order (the BPE's)
+                         naming fairseq's masked_lm task and a BPE: fairseq's ``bert``
+                         for WordPiece, the plugin's ``hf_tokenizer`` (the source's
+                         tokenizer.json) for RoBERTa's BPE and XLM-R's unigram model
+    OUT/dict.txt         the vocabulary in fairseq's order (see below)
+    OUT/vocab.txt        the vocabulary in the source's order (the bert BPE's)
     OUT/tokenizer.json   the source's tokenizer, unchanged
     OUT/model_args.txt   the fairseq-train flags of this architecture (sizes, eps, ...)
     OUT/import.json      what was imported from where, and how
@@ -21,18 +24,20 @@ with ``--restore-file OUT/model.pt`` plus ``$(cat OUT/model_args.txt)``.
 The mapping:
 
 - **Token rows.** fairseq's dictionary starts with ``<s> <pad> </s> <unk>`` and the
-  masked-LM task appends ``<mask>``; BERT's ``[CLS] [PAD] [SEP] [UNK]`` become the
-  first four, ``[MASK]`` the last, every other token keeps its relative order
-  (``dict.txt``), and the embedding rows (and an MLM head's output bias) are permuted
-  the same way.
+  masked-LM task appends ``<mask>``; BERT's ``[CLS] [PAD] [SEP] [UNK]`` (RoBERTa's and
+  XLM-R's own ``<s> <pad> </s> <unk>``) become the first four, ``[MASK]`` (``<mask>``)
+  the last, every other token keeps its relative order (``dict.txt``), and the
+  embedding rows (and an MLM head's output bias) are permuted the same way.
 - **Positions.** fairseq's learned positions start at ``padding_idx + 1`` = 2, BERT's
-  at 0: row i + 2 is BERT's row i, plus BERT's token-type-0 embedding (every fairseq
-  input is segment 0), so that the sum entering the embedding LayerNorm is BERT's.
+  at 0: row i + 2 is BERT's row i; RoBERTa and XLM-R count as fairseq does (their
+  rows are fairseq's, and max positions is their table's size − 2). Every row gets the
+  source's token-type-0 embedding added (every fairseq input is segment 0), so that the
+  sum entering the embedding LayerNorm is the source's.
 - **Layers.** post-LN, as BERT: query/key/value/output → ``self_attn.{q,k,v,out}_proj``,
   ``attention.output.LayerNorm`` → ``self_attn_layer_norm``, ``intermediate`` / ``output``
   → ``fc1`` / ``fc2``, ``output.LayerNorm`` → ``final_layer_norm``.
-- **MLM head.** the source's (``cls.predictions.*`` of a ``BertForMaskedLM``) where
-  it has one; else fairseq's freshly initialised head with its output projection tied
+- **MLM head.** the source's (``cls.predictions.*`` of a ``BertForMaskedLM``,
+  ``lm_head.*`` of a ``RobertaForMaskedLM``) where it has one; else fairseq's freshly initialised head with its output projection tied
   to the input embeddings, as RoBERTa's is (logged, and recorded in import.json).
 
 Nothing is executed from the source: weights are read with safetensors or
@@ -48,10 +53,22 @@ import torch
 from ..errors import MetaConfigError
 from .export import _prepare_out_dir, _publish, _stage
 
-SUPPORTED = ("bert",)
 ACTIVATIONS = {"gelu": "gelu"}  # transformers' name -> fairseq's (both the erf GELU)
-SPECIALS = {"<s>": "[CLS]", "<pad>": "[PAD]", "</s>": "[SEP]", "<unk>": "[UNK]"}
-MASK = "[MASK]"
+FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+# What differs between the families transformers writes: the weights' prefix, the
+# spelling of fairseq's specials and <mask>, the tokenizer models, how far the
+# position table is offset from fairseq's, the BPE the hub interface encodes with.
+_ROBERTA = dict(prefix="roberta.", specials={s: s for s in FAIRSEQ_SPECIALS}, mask="<mask>",
+                position_offset=0, bpe="hf_tokenizer", head="lm_head.")
+FAMILIES = {
+    "bert": dict(prefix="bert.", specials={"<s>": "[CLS]", "<pad>": "[PAD]", "</s>": "[SEP]",
+                                           "<unk>": "[UNK]"},
+                 mask="[MASK]", tokenizers=("WordPiece",), position_offset=2, bpe="bert",
+                 head="cls.predictions."),
+    "roberta": dict(_ROBERTA, tokenizers=("BPE",)),
+    "xlm-roberta": dict(_ROBERTA, tokenizers=("Unigram", "BPE")),
+}
+SUPPORTED = tuple(FAMILIES)
 # a probe that the imported model must reproduce (checked before anything is written)
 PROBE = "Meta-learning treats pre-training as learning to learn quickly."
 MAX_FEATURE_DIFFERENCE = 1e-4
@@ -76,7 +93,8 @@ def _read_json(path, missing):
 
 
 def read_source(src):
-    """(config, tokenizer record, state dict) of a transformers BERT directory."""
+    """(config, tokenizer record, state dict) of a transformers BERT, RoBERTa or XLM-R
+    directory; the tokenizer record names the family (:data:`FAMILIES`)."""
     if not os.path.isdir(src):
         raise MetaConfigError(f"{src} is not a directory")
     config = _read_json(os.path.join(src, "config.json"),
@@ -91,15 +109,19 @@ def read_source(src):
     if config.get("position_embedding_type", "absolute") != "absolute":
         raise MetaConfigError(f"{src}: position_embedding_type "
                               f"{config['position_embedding_type']!r} is not supported (absolute)")
-    tokenizer = read_wordpiece(src)
+    family = FAMILIES[model_type]
+    if family["position_offset"] == 0 and config.get("pad_token_id") != 1:
+        raise MetaConfigError(f"{src}: pad_token_id {config.get('pad_token_id')!r}; fairseq's "
+                              "positions count from padding index 1")
+    tokenizer = read_tokenizer(src, model_type)
     if len(tokenizer["vocab"]) != config.get("vocab_size"):
         raise MetaConfigError(
             f"{src}: the tokenizer has {len(tokenizer['vocab'])} tokens but config.json's "
             f"vocab_size is {config.get('vocab_size')}: tokenizer and model do not match")
-    state = read_weights(src)
+    state = read_weights(src, family["prefix"])
     embeddings = state.get("embeddings.word_embeddings.weight")
     if embeddings is None:
-        raise MetaConfigError(f"{src}: the weights hold no BERT embeddings "
+        raise MetaConfigError(f"{src}: the weights hold no {model_type} embeddings "
                               "(embeddings.word_embeddings.weight)")
     if embeddings.shape[0] != len(tokenizer["vocab"]):
         raise MetaConfigError(f"{src}: {embeddings.shape[0]} embedding rows for "
@@ -107,19 +129,24 @@ def read_source(src):
     return config, tokenizer, state
 
 
-def read_wordpiece(src):
-    """The WordPiece vocabulary ({token: id}) and casing of ``tokenizer.json``."""
+def read_tokenizer(src, model_type="bert"):
+    """The vocabulary ({token: id}), casing and family of ``tokenizer.json``."""
+    family = FAMILIES[model_type]
     path = os.path.join(src, "tokenizer.json")
     record = _read_json(path, f"{src}: no tokenizer.json (the import needs the model's tokenizer)")
     model = record.get("model") or {}
-    if model.get("type") != "WordPiece":
-        raise MetaConfigError(f"{path}: a {model.get('type')!r} tokenizer; a BERT import "
-                              "needs WordPiece")
+    if model.get("type") not in family["tokenizers"]:
+        raise MetaConfigError(f"{path}: a {model.get('type')!r} tokenizer; a {model_type} import "
+                              f"needs {' or '.join(family['tokenizers'])}")
     vocab = model.get("vocab") or {}
+    if isinstance(vocab, list):  # unigram: [[piece, score], ...] in id order
+        vocab = {piece: i for i, (piece, _) in enumerate(vocab)}
+    for added in record.get("added_tokens") or []:  # specials that live outside the model
+        vocab.setdefault(added["content"], added["id"])
     ids = sorted(vocab.values())
     if ids != list(range(len(ids))):
         raise MetaConfigError(f"{path}: token ids are not 0..{len(ids) - 1}")
-    missing = [t for t in (*SPECIALS.values(), MASK) if t not in vocab]
+    missing = [t for t in (*family["specials"].values(), family["mask"]) if t not in vocab]
     if missing:
         raise MetaConfigError(f"{path}: no {', '.join(missing)} token")
     bad = [t for t in vocab if not t or any(c.isspace() for c in t)]
@@ -128,11 +155,12 @@ def read_wordpiece(src):
                               "fairseq's dictionary cannot")
     normalizer = record.get("normalizer") or {}
     lowercase = bool(normalizer.get("lowercase", False))
-    return {"vocab": vocab, "lowercase": lowercase, "path": path}
+    return {"vocab": vocab, "lowercase": lowercase, "path": path, "family": model_type}
 
 
-def read_weights(src):
-    """The state dict, without executing anything; ``bert.`` prefixes removed."""
+def read_weights(src, prefix="bert."):
+    """The state dict, without executing anything; the family's prefix (``bert.``,
+    ``roberta.``) removed."""
     safetensors = os.path.join(src, "model.safetensors")
     pickle = os.path.join(src, "pytorch_model.bin")
     if os.path.isfile(safetensors):
@@ -147,20 +175,27 @@ def read_weights(src):
                                   f"({type(e).__name__})") from None
     else:
         raise MetaConfigError(f"{src}: no model.safetensors or pytorch_model.bin")
-    return {(k[len("bert."):] if k.startswith("bert.") else k): v for k, v in state.items()}
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
 # --------------------------------------------------------------------------- #
 # The mapping
 # --------------------------------------------------------------------------- #
-def fairseq_order(vocab):
+def fairseq_order(vocab, model_type="bert"):
     """Source token ids in fairseq's dictionary order: <s> <pad> </s> <unk>, the rest
     in their own order, <mask> last. Returns (permutation, dict.txt symbols)."""
+    family = FAMILIES[model_type]
     by_id = sorted(vocab, key=vocab.get)
-    first = [vocab[SPECIALS[s]] for s in ("<s>", "<pad>", "</s>", "<unk>")]
-    skip = set(first) | {vocab[MASK]}
+    first = [vocab[family["specials"][s]] for s in FAIRSEQ_SPECIALS]
+    mask = vocab[family["mask"]]
+    skip = set(first) | {mask}
     rest = [vocab[t] for t in by_id if vocab[t] not in skip]
-    return first + rest + [vocab[MASK]], [by_id[i] for i in rest]
+    return first + rest + [mask], [by_id[i] for i in rest]
+
+
+def max_positions(config):
+    """fairseq's --max-positions: BERT's table size, RoBERTa's less its 2 offset rows."""
+    return config["max_position_embeddings"] - (2 - FAMILIES[config["model_type"]]["position_offset"])
 
 
 def fairseq_args(config, tokenizer):
@@ -170,7 +205,7 @@ def fairseq_args(config, tokenizer):
             "--encoder-embed-dim", config["hidden_size"],
             "--encoder-ffn-embed-dim", config["intermediate_size"],
             "--encoder-attention-heads", config["num_attention_heads"],
-            "--max-positions", config["max_position_embeddings"],
+            "--max-positions", max_positions(config),
             "--activation-fn", ACTIVATIONS[config["hidden_act"]],
             "--layernorm-eps", config.get("layer_norm_eps", 1e-12)]
 
@@ -182,14 +217,16 @@ def mapped_weights(config, state, permutation):
             raise MetaConfigError(f"the source has no {key}")
         return state[key].float()
 
+    family = FAMILIES[config["model_type"]]
     perm = torch.tensor(permutation)
     enc = "encoder.sentence_encoder."
     words = take("embeddings.word_embeddings.weight")[perm]
     positions = take("embeddings.position_embeddings.weight")
     type0 = (take("embeddings.token_type_embeddings.weight")[0]
              if "embeddings.token_type_embeddings.weight" in state else 0)
-    fairseq_positions = torch.zeros(positions.shape[0] + 2, positions.shape[1])
-    fairseq_positions[2:] = positions + type0
+    offset = family["position_offset"]
+    fairseq_positions = torch.zeros(positions.shape[0] + offset, positions.shape[1])
+    fairseq_positions[offset:] = positions + type0
     out = {enc + "embed_tokens.weight": words,
            enc + "embed_positions.weight": fairseq_positions,
            enc + "layernorm_embedding.weight": take("embeddings.LayerNorm.weight"),
@@ -202,12 +239,13 @@ def mapped_weights(config, state, permutation):
         for src, dst in names.items():
             for p in ("weight", "bias"):
                 out[f"{enc}layers.{i}.{dst}.{p}"] = take(f"encoder.layer.{i}.{src}.{p}")
-    head = "cls.predictions."
-    if head + "transform.dense.weight" in state:
-        out["encoder.lm_head.dense.weight"] = take(head + "transform.dense.weight")
-        out["encoder.lm_head.dense.bias"] = take(head + "transform.dense.bias")
-        out["encoder.lm_head.layer_norm.weight"] = take(head + "transform.LayerNorm.weight")
-        out["encoder.lm_head.layer_norm.bias"] = take(head + "transform.LayerNorm.bias")
+    head = family["head"]
+    names = ({"dense": "transform.dense", "layer_norm": "transform.LayerNorm"}
+             if head == "cls.predictions." else {"dense": "dense", "layer_norm": "layer_norm"})
+    if head + names["dense"] + ".weight" in state:
+        for dst, src in names.items():
+            for p in ("weight", "bias"):
+                out[f"encoder.lm_head.{dst}.{p}"] = take(f"{head}{src}.{p}")
         bias = state.get(head + "bias", state.get(head + "decoder.bias"))
         if bias is None:
             raise MetaConfigError("the source's MLM head has no output bias")
@@ -241,9 +279,10 @@ def build_state(config, tokenizer, state, dict_dir, log=_quiet):
 
     import fairseq_meta  # noqa: F401  (--arch imported_roberta)
 
+    bpe = FAMILIES[config["model_type"]]["bpe"]
     args = [dict_dir, "--task", "masked_lm", "--criterion", "masked_lm",
-            "--tokens-per-sample", config["max_position_embeddings"], "--cpu",
-            "--bpe", "bert", "--dropout", config.get("hidden_dropout_prob", 0.1),
+            "--tokens-per-sample", max_positions(config), "--cpu",
+            "--bpe", bpe, "--dropout", config.get("hidden_dropout_prob", 0.1),
             "--attention-dropout", config.get("attention_probs_dropout_prob", 0.1),
             *fairseq_args(config, tokenizer)]
     parsed = options.parse_args_and_arch(options.get_training_parser(), [str(a) for a in args])
@@ -254,7 +293,7 @@ def build_state(config, tokenizer, state, dict_dir, log=_quiet):
     if expected != len(tokenizer["vocab"]):
         raise MetaConfigError(f"the fairseq dictionary has {expected} symbols for "
                               f"{len(tokenizer['vocab'])} tokens")
-    permutation, _ = fairseq_order(tokenizer["vocab"])
+    permutation, _ = fairseq_order(tokenizer["vocab"], tokenizer["family"])
     weights = mapped_weights(config, state, permutation)
     target = model.state_dict()
     # fairseq's own bookkeeping buffers (".version") stay as it builds them
@@ -274,10 +313,13 @@ def build_state(config, tokenizer, state, dict_dir, log=_quiet):
         log("the source has no MLM head: a freshly initialised one (fairseq's init), its "
             "output projection tied to the input embeddings")
     plain = _plain_cfg(cfg)
-    plain["bpe"] = {"_name": "bert", "bpe_cased": not tokenizer["lowercase"],
-                    # resolved when the model is loaded: hub_utils sets task.data to the
-                    # model directory, wherever it has been moved
-                    "bpe_vocab_file": "${task.data}/vocab.txt"}
+    # ${task.data} is resolved when the model is loaded: hub_utils sets it to the model
+    # directory, wherever it has been moved
+    if bpe == "bert":
+        plain["bpe"] = {"_name": "bert", "bpe_cased": not tokenizer["lowercase"],
+                        "bpe_vocab_file": "${task.data}/vocab.txt"}
+    else:
+        plain["bpe"] = {"_name": bpe, "hf_tokenizer_json": "${task.data}/tokenizer.json"}
     return {"args": None, "cfg": plain, "model": target,
             "optimizer_history": [{"criterion_name": "MaskedLmLoss", "optimizer_name": None,
                                    "lr_scheduler_state": {"best": None}, "num_updates": 0}],
@@ -316,7 +358,7 @@ def import_model(src, out_dir, force=False, log=_quiet):
     config, tokenizer, state = read_source(src)
     stage = _stage(out_dir)
     try:
-        _, symbols = fairseq_order(tokenizer["vocab"])
+        _, symbols = fairseq_order(tokenizer["vocab"], tokenizer["family"])
         with open(os.path.join(stage, "dict.txt"), "w", encoding="utf-8") as f:
             f.writelines(f"{s} 1\n" for s in symbols)
         with open(os.path.join(stage, "vocab.txt"), "w", encoding="utf-8") as f:

@@ -1,0 +1,1 @@
+"""Tokenizers that fairseq's hub interface (``RobertaModel.from_pretrained``) builds."""
