@@ -145,8 +145,8 @@ def nsp_runs(exp, selected):
 
 
 def tokenizer_flags(exp):
-    """How prepare_corpus.py and prepare_glue.py encode: a sentencepiece model trained on
-    the corpus (OUT/data/spm.model), or the imported model's tokenizer."""
+    """How prepare_corpus.py encodes: a sentencepiece model it trains on the corpus
+    (OUT/data/spm.model), or the imported model's tokenizer."""
     init, s = exp.derived.get("init"), exp.settings
     if init:
         return ["--tokenizer-from", init["dir"]]
