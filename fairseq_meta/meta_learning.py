@@ -73,6 +73,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 
 from .errors import MetaConfigError
+from .optim.learned_inner_lr import at_least_fp32
 from .optim.meta_optimizer import find_meta_optimizer
 
 logger = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def _accumulate_(sums, directions):
         if d is None:
             continue
         if sums[i] is None:
-            sums[i] = d.to(torch.promote_types(d.dtype, torch.float32))  # d itself if ≥ fp32
+            sums[i] = d.to(at_least_fp32(d.dtype))  # d itself if already ≥ fp32
         else:
             sums[i].add_(d)
 

@@ -218,6 +218,14 @@ def test_tokenizer_from_a_directory_whose_tokenizer_does_not_match(imported, tmp
         err = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode != 0 and len(err) == 1 and message in err[0], proc.stderr
         assert not argv[2].exists()
+    # reached through evaluate.py --tokenizer, the error names that tokenizer, not a flag
+    # the command does not have
+    proc = run_script("evaluate.py", imported / "model.pt", "--tokenizer", broken / "tokenizer.json",
+                      "--measurements", "probe", "--out-dir", tmp_path / "ev")
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(err) == 1, proc.stderr
+    assert f"tokenizer {broken / 'tokenizer.json'}: tokenizer.json does not match" in err[0], err
+    assert "--tokenizer-from" not in err[0] and not (tmp_path / "ev").exists()
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "glue" / "RTE").is_dir(), reason="needs ../shared/data/glue")
@@ -251,39 +259,49 @@ def test_glue_with_the_imported_tokenizer(imported, tmp_path):
     assert not (tmp_path / "other").exists()
 
 
-ROUND_TRIP = r"""
+MLM_LOGITS = r"""
 import json, sys, torch
 import fairseq_meta  # noqa: F401
 from fairseq.models.roberta import RobertaModel
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-model_dir, hf_dir, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model_dir, hf_dir, texts, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 roberta = RobertaModel.from_pretrained(model_dir).eval()
 tok = AutoTokenizer.from_pretrained(hf_dir)
 hf = AutoModelForMaskedLM.from_pretrained(hf_dir).eval()
+# fairseq's row of each transformers id: the same id for a model exported from fairseq
+# ("ids"), found by its token for a source in its own order ("tokens")
+order = (list(range(len(tok))) if rows == "ids" else
+         [roberta.task.source_dictionary.index(t) for t in tok.convert_ids_to_tokens(list(range(len(tok))))])
 out = {"same_ids": [], "max_diff": 0.0, "max_logit": 0.0}
 for text in texts:
     tokens = roberta.encode(text)
     ids = tok(text, return_tensors="pt")["input_ids"]
-    out["same_ids"].append(ids[0].tolist() == tokens.tolist())
+    out["same_ids"].append([order[i] for i in ids[0].tolist()] == tokens.tolist())
     with torch.inference_mode():
-        a = roberta.model(tokens.unsqueeze(0))[0]
-        b = hf(input_ids=ids).logits
-    out["max_diff"] = max(out["max_diff"], float((a - b).abs().max()))
-    out["max_logit"] = max(out["max_logit"], float(a.abs().max()))
+        ours = roberta.model(tokens.unsqueeze(0))[0][0][:, order]
+        theirs = hf(input_ids=ids).logits[0]
+    out["max_diff"] = max(out["max_diff"], float((ours - theirs).abs().max()))
+    out["max_logit"] = max(out["max_logit"], float(ours.abs().max()))
 print(json.dumps(out))
 """
+
+
+def compare_mlm_logits(model_dir, hf_dir, texts, rows, cwd):
+    """MLM_LOGITS in a fresh process: the fairseq directory against a transformers one
+    whose vocabulary rows are fairseq's (*rows* "ids") or its own ("tokens")."""
+    proc = subprocess.run([sys.executable, "-c", MLM_LOGITS, str(model_dir), str(hf_dir),
+                           json.dumps(texts), rows], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_imported_directory_round_trips_through_the_transformers_export(imported, tmp_path):
     hf_dir = tmp_path / "hf"
     proc = check_ok(run_script("export_model.py", imported, "--huggingface", hf_dir))
     assert "max |logit difference| to fairseq" in proc.stderr + proc.stdout
-    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP, str(imported), str(hf_dir),
-                           json.dumps(real_text())], capture_output=True, text=True,
-                          timeout=HANG_GUARD_S, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = compare_mlm_logits(imported, hf_dir, real_text(), "ids", tmp_path)
     assert all(out["same_ids"]), out
     assert out["max_diff"] <= 1e-4 and out["max_logit"] > 1, out
     # an imported directory is already the fairseq side: --huggingface is the only output
@@ -493,35 +511,10 @@ def test_roberta_and_xlm_r_sources(model_type, tmp_path):
     assert all(result["same_tokens"]) and result["n_tokens"] > 100, result
     assert result["max_diff"] <= 1e-4, result
     # and the masked-LM logits: the source's own head, rows in fairseq's order
-    proc = subprocess.run([sys.executable, "-c", LOGITS, str(moved), str(src), json.dumps(texts[:4])],
-                          capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) <= 1e-4
+    out = compare_mlm_logits(moved, src, texts[:4], "tokens", tmp_path)
+    assert all(out["same_ids"]) and out["max_diff"] <= 1e-4 and out["max_logit"] > 0, out
     # the exporter says what it cannot do yet, and writes nothing
     proc = run_script("export_model.py", moved, "--huggingface", tmp_path / "hf")
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(err) == 1 and "not supported yet" in err[0], proc.stderr
     assert not (tmp_path / "hf").exists()
-
-
-LOGITS = r"""
-import json, sys, torch
-import fairseq_meta  # noqa: F401
-from fairseq.models.roberta import RobertaModel
-from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-model_dir, src, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-roberta = RobertaModel.from_pretrained(model_dir).eval()
-tok = AutoTokenizer.from_pretrained(src)
-hf = AutoModelForMaskedLM.from_pretrained(src).eval()
-# fairseq's row of each source id
-order = [roberta.task.source_dictionary.index(t) for t in tok.convert_ids_to_tokens(list(range(len(tok))))]
-worst = 0.0
-for text in texts:
-    tokens = roberta.encode(text)
-    with torch.inference_mode():
-        ours = roberta.model(tokens.unsqueeze(0))[0][0][:, order]
-        theirs = hf(input_ids=tok(text, return_tensors="pt")["input_ids"]).logits[0]
-    worst = max(worst, float((ours - theirs).abs().max()))
-print(json.dumps(worst))
-"""

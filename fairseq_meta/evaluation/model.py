@@ -75,15 +75,19 @@ def find_vocabulary(state, path):
     return dict_path, tokenizer
 
 
-def load_tokenizer(tokenizer, dict_path):
+def load_tokenizer(tokenizer, dict_path, symbols=None):
     """The text encoder of ``tokenizer`` (spm.model or tokenizer.json), checked against
-    ``dict_path``: anything with sentencepiece's ``encode(lines, out_type=str)``."""
+    ``dict_path`` (*symbols*: its symbols, if read already): anything with
+    sentencepiece's ``encode(lines, out_type=str)``."""
+    if symbols is None:
+        symbols = corpus.check_dictionary(dict_path)
     if Path(tokenizer).name == "tokenizer.json":
         from ..prep.imported_tokenizer import ImportedTokenizer
 
-        return ImportedTokenizer(Path(tokenizer).parent, dict_path)
+        return ImportedTokenizer(Path(tokenizer).parent, dict_path, symbols,
+                                 where=f"tokenizer {tokenizer}")
     sp = corpus.load_spm(tokenizer)
-    corpus.check_spm_matches_dict(sp, tokenizer, corpus.check_dictionary(dict_path), dict_path)
+    corpus.check_spm_matches_dict(sp, tokenizer, symbols, dict_path)
     return sp
 
 
@@ -118,7 +122,7 @@ def inspect(path, label, dict_path=None, tokenizer=None):
     # fairseq's 4 specials + <mask>
     check_vocabulary_size(pre, len(symbols) + 4 + 1, path, dict_path,
                           "give the dict.txt the checkpoint was pre-trained with (--dict)")
-    load_tokenizer(tokenizer, dict_path)
+    load_tokenizer(tokenizer, dict_path, symbols)
     history = state.get("optimizer_history") or [{}]
     num_updates = int(history[-1].get("num_updates", 0) or 0)
     return Checkpoint(label=label, path=str(path.resolve()), sha256=sha256(path),

@@ -37,8 +37,9 @@ from ..errors import MetaConfigError
 logger = logging.getLogger(__name__)
 
 
-def _at_least_fp32(dtype):
-    # fp32 for half-precision weights, float64 for float64 ones (the tests' checks)
+def at_least_fp32(dtype):
+    """The dtype that sums and learned step sizes of *dtype* weights are kept in: fp32
+    for half-precision weights, float64 for float64 ones (the gradient checks)."""
     return torch.promote_types(dtype, torch.float32)
 
 
@@ -59,7 +60,7 @@ class LearnedInnerLR:
         if self.log_lrs is None:
             self.log_lrs = [
                 torch.full(self._shape(p), math.log(self.initial_lr), device=p.device,
-                           dtype=_at_least_fp32(p.dtype)).requires_grad_()
+                           dtype=at_least_fp32(p.dtype)).requires_grad_()
                 for p in params
             ]
             self.adam = torch.optim.Adam(self.log_lrs, lr=self.lr)

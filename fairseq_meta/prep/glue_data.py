@@ -359,7 +359,7 @@ def prepare_glue(tasks, destdir, *, spm_model=None, dict_path=None, max_rows=Non
 
         sp = ImportedTokenizer(tokenizer_from, dict_path)
         dict_path, spm_model = sp.dict_path, os.path.join(sp.model_dir, "tokenizer.json")
-        symbols = corpus.check_dictionary(dict_path)
+        symbols = sp.symbols
     else:
         sp, symbols = check_model_and_dict(spm_model, dict_path)
     vocabulary = set(symbols)

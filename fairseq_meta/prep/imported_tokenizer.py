@@ -35,39 +35,43 @@ def check_flags(model_dir, given):
 
 class ImportedTokenizer:
     """*model_dir*: an imported model directory, or data prepared with its tokenizer
-    (which holds the same files); *dict_path*: another dict.txt to check it against."""
+    (which holds the same files); *dict_path*: another dict.txt to check it against
+    (*symbols*: its symbols, when the caller has read them already); *where*: how the
+    errors name the tokenizer (default: the ``--tokenizer-from`` flag that gave it)."""
 
-    def __init__(self, model_dir, dict_path=None):
+    def __init__(self, model_dir, dict_path=None, symbols=None, where=None):
         self.model_dir = os.path.abspath(model_dir)
         self.dict_path = os.path.abspath(dict_path or os.path.join(self.model_dir, "dict.txt"))
+        self.where = where or f"--tokenizer-from {model_dir}"
         for name in ("tokenizer.json", "vocab.txt"):
             if not os.path.isfile(os.path.join(self.model_dir, name)):
                 raise MetaConfigError(
-                    f"--tokenizer-from {model_dir}: no {name} (not a directory written by "
+                    f"{self.where}: no {name} in {self.model_dir} (not a directory written by "
                     "scripts/import_model.py)")
-        if not os.path.isfile(self.dict_path):
-            raise MetaConfigError(f"--tokenizer-from {model_dir}: no dictionary {self.dict_path}")
+        if symbols is None and not os.path.isfile(self.dict_path):
+            raise MetaConfigError(f"{self.where}: no dictionary {self.dict_path}")
         from tokenizers import Tokenizer
 
         path = os.path.join(self.model_dir, "tokenizer.json")
         try:
             self.tokenizer = Tokenizer.from_file(path)
         except Exception as e:  # tokenizers raises its own Exception type
-            raise MetaConfigError(f"--tokenizer-from {model_dir}: cannot load tokenizer.json ({e})")
+            raise MetaConfigError(f"{self.where}: cannot load tokenizer.json ({e})")
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        self._check_matches_dict()
+        self._check_matches_dict(symbols)
 
-    def _check_matches_dict(self):
+    def _check_matches_dict(self, symbols):
+        from .corpus import check_dictionary
+
         vocabulary = self.tokenizer.get_vocab()
-        with open(self.dict_path, encoding="utf-8") as f:
-            symbols = [line.rsplit(" ", 1)[0] for line in f if line.strip()]
+        self.symbols = symbols = check_dictionary(self.dict_path) if symbols is None else symbols
         foreign = [s for s in symbols if s not in vocabulary and s not in FAIRSEQ_SPECIALS
                    and not s.startswith("madeupword")]
         if foreign or len(symbols) < 0.99 * len(vocabulary) - len(FAIRSEQ_SPECIALS):
             example = f", e.g. {foreign[0]!r}" if foreign else ""
             raise MetaConfigError(
-                f"--tokenizer-from {self.model_dir}: tokenizer.json does not match the dictionary "
+                f"{self.where}: tokenizer.json does not match the dictionary "
                 f"{self.dict_path} "
                 f"({len(foreign)} dictionary symbols not in its vocabulary of {len(vocabulary)}"
                 f"{example}); re-run scripts/import_model.py")

@@ -463,22 +463,24 @@ def export_huggingface(model_dir, out_dir, force=False):
     ``(out_dir, max_abs_logit_difference, pieces_not_in_dictionary)``.
     """
     _require_transformers()
-    from transformers import XLMRobertaForMaskedLM
-
     _prepare_out_dir(out_dir, force)
-    state = torch.load(os.path.join(model_dir, HUB_CHECKPOINT), map_location="cpu",
-                       weights_only=True)
-    model_cfg = state["cfg"]["model"]
-    config = hf_config(model_cfg, state["model"])
+    model = _hf_model(model_dir)
     tokenizer, missing = build_hf_tokenizer(
         os.path.join(model_dir, HUB_SPM), os.path.join(model_dir, HUB_DICT),
-        max_positions=config.max_position_embeddings - 2)
-    model = XLMRobertaForMaskedLM(config)
+        max_positions=model.config.max_position_embeddings - 2)
+    return out_dir, _check_and_write(model_dir, model, tokenizer, out_dir), missing
+
+
+def _hf_model(model_dir):
+    """``XLMRobertaForMaskedLM`` (eval mode) holding the hub directory's weights."""
+    from transformers import XLMRobertaForMaskedLM
+
+    state = torch.load(os.path.join(model_dir, HUB_CHECKPOINT), map_location="cpu",
+                       weights_only=True)
+    model = XLMRobertaForMaskedLM(hf_config(state["cfg"]["model"], state["model"]))
     result = model.load_state_dict(hf_state_dict(model, state["model"]), strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
-    model.eval()
-
-    return out_dir, _check_and_write(model_dir, model, tokenizer, out_dir), missing
+    return model.eval()
 
 
 def _check_and_write(model_dir, model, tokenizer, out_dir):
@@ -536,7 +538,6 @@ def export_imported_huggingface(model_dir, out_dir, force=False):
     :func:`export_huggingface`. Returns ``(out_dir, max_abs_logit_difference)``."""
     _require_transformers()
     from fairseq.data import Dictionary
-    from transformers import XLMRobertaForMaskedLM
 
     import fairseq_meta  # noqa: F401  (--arch imported_roberta, for load_hub_model)
 
@@ -546,17 +547,11 @@ def export_imported_huggingface(model_dir, out_dir, force=False):
         raise MetaConfigError(f"{model_dir}: exporting an imported {kind} tokenizer is not "
                               "supported yet (WordPiece only)")
     _prepare_out_dir(out_dir, force)
-    state = torch.load(os.path.join(model_dir, HUB_CHECKPOINT), map_location="cpu",
-                       weights_only=True)
-    config = hf_config(state["cfg"]["model"], state["model"])
+    model = _hf_model(model_dir)
     dictionary = Dictionary.load(os.path.join(model_dir, HUB_DICT))
     dictionary.add_symbol("<mask>")  # as the masked-LM task does when it loads the model
     tokenizer = build_wordpiece_tokenizer(os.path.join(model_dir, "tokenizer.json"), dictionary)
-    tokenizer.model_max_length = config.max_position_embeddings - 2
-    model = XLMRobertaForMaskedLM(config)
-    result = model.load_state_dict(hf_state_dict(model, state["model"]), strict=True)
-    assert not result.missing_keys and not result.unexpected_keys, result
-    model.eval()
+    tokenizer.model_max_length = model.config.max_position_embeddings - 2
     return out_dir, _check_and_write(model_dir, model, tokenizer, out_dir)
 
 
