@@ -69,6 +69,31 @@ def test_minimum_detectable_effect(n):
     assert mde > 2.8016 * sd / math.sqrt(n)
 
 
+@pytest.mark.parametrize("sd,effect", [(1.0, 0.5), (25.0, 1.0), (3.0, 2.0)])
+def test_pairs_for_effect(sd, effect):
+    n = stats.pairs_for_effect(sd, effect)
+
+    def power(n):  # independent: scipy's noncentral t at the target effect
+        crit, nc = sstats.t.ppf(0.975, n - 1), effect / sd * math.sqrt(n)
+        return sstats.nct.sf(crit, n - 1, nc) + sstats.nct.cdf(-crit, n - 1, nc)
+
+    # the fewest pairs with power 0.80: one fewer falls short
+    assert power(n) >= 0.8 - 1e-9 and power(n - 1) < 0.8
+    # the comparison's own numbers carry it
+    values = {s: v for s, v in enumerate(np.random.RandomState(0).normal(0, sd, 8))}
+    p = stats.paired(values, {s: 0.0 for s in values}, target=effect)
+    assert p["target"] == effect and p["n_for_target"] == stats.pairs_for_effect(p["std"], effect)
+
+
+def test_pairs_for_effect_known_answers():
+    # G*Power, paired t, two-tailed 0.05, power 0.80: d = 0.5 needs 34 pairs, d = 0.2 199
+    assert stats.pairs_for_effect(1.0, 0.5) == 34
+    assert stats.pairs_for_effect(1.0, 0.2) == 199
+    assert stats.pairs_for_effect(0.0, 1.0) == 2
+    assert stats.pairs_for_effect(None, 1.0) is None
+    assert stats.pairs_for_effect(1.0, 1e-4, max_n=1000) is None
+
+
 def test_minimum_detectable_effect_known_answers():
     # G*Power, one-sample/paired t, two-tailed 0.05, power 0.80, n = 10: d = 0.996
     assert stats.minimum_detectable_effect(1.0, 10) == pytest.approx(0.996, abs=1e-3)
@@ -310,6 +335,7 @@ def test_bad_input(checkpoints, glue_dir, domain, spm_corpus, tmp_path):
         (dict(domain_eval=str(empty), measurements=["adaptation"]), "is empty"),
         (dict(domain_train=str(tmp_path / "nope.txt"), measurements=["adaptation"]), "not found"),
         (dict(measurements=["vibes"]), "unknown measurement"),
+        (dict(target_effect=0.0), "--target-effect must be > 0"),
     ]
     for change, message in cases:
         settings = _settings(tmp_path, [good], glue_dir, domain, **change)
@@ -367,6 +393,9 @@ def test_cli_quick_end_to_end_and_resume(checkpoints, glue_dir, domain, tmp_path
         assert ft["pre"]["average"][s] == pytest.approx((ft["pre"]["RTE"][s] + ft["pre"]["STS-B"][s]) / 2)
     diffs = [ft["pre"]["average"][s] - ft["init"]["average"][s] for s in ["1", "2"]]
     assert m["finetune"]["paired_to_first"]["pre"]["average"]["mean"] == pytest.approx(np.mean(diffs))
+    # and says how many seeds the default target effect (1 point) would take
+    avg = m["finetune"]["paired_to_first"]["pre"]["average"]
+    assert avg["target"] == 1.0 and avg["n_for_target"] == stats.pairs_for_effect(avg["std"], 1.0)
     # adaptation at t=0 is the checkpoint itself: the same for every seed
     t0 = m["adaptation"]["raw"]["pre"]["t=0"]
     assert t0["1"] == t0["2"]
@@ -374,6 +403,8 @@ def test_cli_quick_end_to_end_and_resume(checkpoints, glue_dir, domain, tmp_path
     assert report["versions"]["torch"] == torch.__version__
     md = (out / "results.md").read_text()
     assert "## Headline: adaptation at t=2" in md and "| pre − init |" in md
+    need = avg["n_for_target"]
+    assert (f"(≤ 1 at n = {need})" if need else f"(≤ 1: n > {stats.MAX_PAIRS})") in md
     assert "starts from θ, the weights the checkpoint holds" in md
     assert (out / "fewshot.png").stat().st_size > 0 and (out / "adaptation.png").stat().st_size > 0
 

@@ -64,6 +64,9 @@ def build_argparser():
     g.add_argument("--ad-lr", type=float, default=d.ad_lr)
     g.add_argument("--ad-batch-size", type=int, default=d.ad_batch_size)
     g.add_argument("--ad-eval-blocks", type=int, default=d.ad_eval_blocks)
+    p.add_argument("--target-effect", type=float, default=d.target_effect,
+                   help="the effect (score points) the comparisons should detect; the report gives "
+                        "the seeds or draws each needs for it (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="units run side by side, one thread each")
     p.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
     return p

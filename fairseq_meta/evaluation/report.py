@@ -3,6 +3,8 @@ import json
 import math
 from pathlib import Path
 
+from . import stats
+
 
 def _f(x, digits=2):
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
@@ -21,8 +23,12 @@ def _diff(p, digits=2):
     if p is None or p.get("mean") is None:
         return "n/a"
     sep = "" if p.get("separation") is None else f", {p['separation']:+.1f} SE"
+    need = ""
+    if p.get("target") is not None and p.get("std") is not None:
+        n = p.get("n_for_target")
+        need = f" (≤ {p['target']:g} at n = {n})" if n is not None else f" (≤ {p['target']:g}: n > {stats.MAX_PAIRS})"
     return (f"{p['mean']:+.{digits}f} [{_f(p['ci_low'], digits)}, {_f(p['ci_high'], digits)}]"
-            f"{sep}, MDE {_f(p['mde'], digits)}")
+            f"{sep}, MDE {_f(p['mde'], digits)}{need}")
 
 
 def _json_safe(obj):
@@ -46,7 +52,8 @@ def _seed_table(lines, block, labels, columns, digits=2, what="seeds"):
     if block["paired_to_first"]:
         lines += ["", f"Paired differences to `{labels[0]}` (same {what}): mean [95% CI], "
                   "separation in standard errors, minimum detectable effect (paired t-test, "
-                  "95% confidence, 80% power).", ""]
+                  f"95% confidence, 80% power) and, in brackets, how many {what} bring it down "
+                  "to the target effect (--target-effect).", ""]
         lines.append("| checkpoint | " + " | ".join(columns) + " |")
         lines.append("|---" * (len(columns) + 1) + "|")
         for l in labels[1:]:

@@ -72,6 +72,9 @@ class Settings:
     ad_lr: float = 5e-4
     ad_batch_size: int = 16
     ad_eval_blocks: int = 256
+    # the effect (score points) the paired comparisons should detect: the report
+    # gives the seeds / draws each comparison needs for it
+    target_effect: float = 1.0
     jobs: int = 1
     quick: bool = False
 
@@ -150,6 +153,8 @@ def check(settings, log=_quiet):
     for name in ("ft_seeds", "fs_draws", "ad_seeds", "jobs", "ft_epochs", "fs_epochs"):
         if getattr(settings, name) < 1:
             raise MetaConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    if not settings.target_effect > 0:
+        raise MetaConfigError("--target-effect must be > 0 (score points)")
     if "fewshot" in settings.measurements and settings.fs_draws < 2:
         raise MetaConfigError("--fs-draws must be >= 2 (a standard deviation needs two draws)")
     checkpoints = [inspect(path, label, settings.dict_path, settings.tokenizer)
@@ -339,7 +344,8 @@ def aggregate(settings, checkpoints, task_names, results):
         paired = {}
         for l in labels[1:]:
             if l in raw_by_label and base in raw_by_label:
-                paired[l] = {col: stats.paired(raw_by_label[l][col], raw_by_label[base].get(col, {}))
+                paired[l] = {col: stats.paired(raw_by_label[l][col], raw_by_label[base].get(col, {}),
+                                                   target=settings.target_effect)
                              for col in raw_by_label[l]}
         return {"raw": raw_by_label, "summary": summary, "paired_to_first": paired}
 

@@ -8,6 +8,8 @@ Every measurement of :mod:`fairseq_meta.evaluation` gives one number per seed
 * :func:`paired`: the same for the per-seed differences to a baseline (only
   seeds both have), plus the separation (mean / standard error) and the
   minimum detectable effect of that comparison;
+* :func:`pairs_for_effect`: how many pairs bring that minimum detectable effect
+  down to a target (the instrument's calibration: how many seeds a verdict needs);
 * :func:`minimum_detectable_effect`: the smallest true mean difference a paired
   two-sided t-test at level ``alpha`` detects with probability ``power``, given
   the standard deviation of the differences and the number of pairs. It is
@@ -25,6 +27,7 @@ from scipy import optimize, stats
 
 ALPHA = 0.05
 POWER = 0.8
+MAX_PAIRS = 100_000  # pairs_for_effect looks no further
 
 
 def _finite(values):
@@ -101,6 +104,23 @@ def minimum_detectable_effect(sd, n, alpha=ALPHA, power=POWER):
     return float(optimize.brentq(f, 0.0, hi, xtol=1e-10)) * sd
 
 
+def pairs_for_effect(sd, effect, alpha=ALPHA, power=POWER, max_n=MAX_PAIRS):
+    """The fewest pairs (≥ 2) whose :func:`minimum_detectable_effect` for ``sd`` is at
+    most ``effect``; None when ``sd`` is undefined or more than ``max_n`` are needed."""
+    if sd is None or not math.isfinite(sd) or effect is None or effect <= 0:
+        return None
+    if minimum_detectable_effect(sd, max_n, alpha, power) > effect:
+        return None
+    lo, hi = 1, max_n  # the effect decreases with n: MDE(lo) > effect >= MDE(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if minimum_detectable_effect(sd, mid, alpha, power) <= effect:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def normal_mde(se, alpha=ALPHA, power=POWER):
     """``(z_{1-alpha/2} + z_{power}) se``: the detectable effect when the
     standard error is known (bootstrap)."""
@@ -109,11 +129,12 @@ def normal_mde(se, alpha=ALPHA, power=POWER):
     return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * se)
 
 
-def paired(values, baseline, alpha=ALPHA, power=POWER):
+def paired(values, baseline, alpha=ALPHA, power=POWER, target=None):
     """Paired comparison of two {seed: value} maps over the seeds both have:
     :func:`summary` of the differences (value - baseline) plus ``seeds``,
     ``wins`` (differences > 0), ``separation`` (mean / se; None when se is 0 or
-    undefined) and ``mde`` (:func:`minimum_detectable_effect` for this sd and n)."""
+    undefined) and ``mde`` (:func:`minimum_detectable_effect` for this sd and n);
+    with a ``target`` effect also ``n_for_target`` (:func:`pairs_for_effect`)."""
     seeds = [s for s in values if s in baseline and _finite([values[s], baseline[s]]) and
              len(_finite([values[s], baseline[s]])) == 2]
     diffs = [float(values[s]) - float(baseline[s]) for s in seeds]
@@ -123,6 +144,9 @@ def paired(values, baseline, alpha=ALPHA, power=POWER):
     se = out["se"]
     out["separation"] = out["mean"] / se if se else None
     out["mde"] = minimum_detectable_effect(out["std"], out["n"], alpha, power)
+    if target is not None:
+        out["target"] = target
+        out["n_for_target"] = pairs_for_effect(out["std"], target, alpha, power)
     return out
 
 
