@@ -502,57 +502,91 @@ def _check_and_write(model_dir, model, tokenizer, out_dir):
     return difference
 
 
-# fairseq's symbols and the WordPiece spelling of the same special tokens.
-WORDPIECE_SPECIALS = {"<s>": "[CLS]", "<pad>": "[PAD]", "</s>": "[SEP]", "<unk>": "[UNK]",
-                      "<mask>": "[MASK]"}
+def _renumber_post_processor(processor, ids):
+    """The special tokens' ids of a tokenizer.json post-processor, in fairseq's ids."""
+    if not processor:
+        return
+    kind = processor.get("type")
+    if kind == "Sequence":
+        for p in processor.get("processors", []):
+            _renumber_post_processor(p, ids)
+    elif kind in ("BertProcessing", "RobertaProcessing"):  # sep / cls: [token, id]
+        for name in ("sep", "cls"):
+            processor[name] = [processor[name][0], ids[processor[name][0]]]
+    for special in (processor.get("special_tokens") or {}).values():  # TemplateProcessing
+        special["ids"] = [ids[t] for t in special["tokens"]]
 
 
-def build_wordpiece_tokenizer(tokenizer_json, dictionary):
-    """The imported model's own ``tokenizer.json`` (normalizer, pre-tokenizer,
-    WordPiece) with every id renumbered to fairseq's (*dictionary*'s order; the
-    specials at fairseq's ids), as a transformers fast tokenizer. Tokens the
-    dictionary lacks are dropped from the vocabulary (fairseq maps them to <unk>)."""
-    import json
-
+def build_imported_tokenizer(tokenizer_json, dictionary, model_type="bert"):
+    """The imported model's own ``tokenizer.json`` (normalizer, pre-tokenizer, its
+    WordPiece, byte-level BPE or unigram model) with every id renumbered to
+    fairseq's (*dictionary*'s order, the specials at fairseq's ids), as a
+    transformers fast tokenizer. WordPiece / BPE tokens the dictionary lacks are
+    dropped (fairseq maps them to <unk>); a unigram model's pieces are reordered,
+    so every one must be in the dictionary (an import's always are)."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
+    from .import_model import FAMILIES
+
+    family = FAMILIES[model_type]
+    spelling = {**family["specials"], "<mask>": family["mask"]}  # fairseq's -> the source's
     with open(tokenizer_json, encoding="utf-8") as f:
         spec = json.load(f)
-    ids = {WORDPIECE_SPECIALS.get(symbol, symbol): i for i, symbol in enumerate(dictionary.symbols)}
-    spec["model"]["vocab"] = {token: ids[token] for token in spec["model"]["vocab"] if token in ids}
+    ids = {spelling.get(symbol, symbol): i for i, symbol in enumerate(dictionary.symbols)}
+    model = spec["model"]
+    if isinstance(model["vocab"], list):  # unigram: [[piece, score], ...], position = id
+        score = {piece: value for piece, value in model["vocab"]}
+        if set(score) - set(ids):
+            raise MetaConfigError(f"{tokenizer_json}: {len(set(score) - set(ids))} unigram pieces "
+                                  "are not in dict.txt; not an imported model's tokenizer")
+        by_id = sorted((i, token) for token, i in ids.items() if token in score)
+        if [i for i, _ in by_id] != list(range(len(by_id))):
+            raise MetaConfigError(f"{tokenizer_json}: dict.txt holds symbols the unigram model lacks")
+        model["vocab"] = [[token, score[token]] for _, token in by_id]
+        if model.get("unk_id") is not None:
+            model["unk_id"] = ids[family["specials"]["<unk>"]]
+    else:
+        model["vocab"] = {token: ids[token] for token in model["vocab"] if token in ids}
     for token in spec.get("added_tokens", []):
         token["id"] = ids[token["content"]]
-    for special in (spec.get("post_processor") or {}).get("special_tokens", {}).values():
-        special["ids"] = [ids[t] for t in special["tokens"]]
+    _renumber_post_processor(spec.get("post_processor"), ids)
     spec["padding"] = spec["truncation"] = None
     tokenizer = Tokenizer.from_str(json.dumps(spec))
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]")
+    s = family["specials"]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token=s["<unk>"], cls_token=s["<s>"], sep_token=s["</s>"],
+        pad_token=s["<pad>"], mask_token=family["mask"],
+        **({} if model_type == "bert" else {"bos_token": s["<s>"], "eos_token": s["</s>"]}))
 
 
 def export_imported_huggingface(model_dir, out_dir, force=False):
-    """A directory of scripts/import_model.py (a WordPiece model) as transformers
-    ``XLMRobertaForMaskedLM`` (fairseq's RoBERTa layout, post-LN, its LayerNorm
-    eps) + a fast tokenizer in fairseq's ids; the same logit check as
-    :func:`export_huggingface`. Returns ``(out_dir, max_abs_logit_difference)``."""
+    """A directory of scripts/import_model.py as transformers ``XLMRobertaForMaskedLM``
+    (fairseq's RoBERTa layout, post-LN, its LayerNorm eps) + the source's tokenizer in
+    fairseq's ids (:func:`build_imported_tokenizer`); the same logit check as
+    :func:`export_huggingface`. Returns ``(out_dir, max_abs_logit_difference, kind)``
+    (``kind``: the tokenizer's model, WordPiece, BPE or Unigram)."""
     _require_transformers()
     from fairseq.data import Dictionary
 
-    import fairseq_meta  # noqa: F401  (--arch imported_roberta, for load_hub_model)
+    import fairseq_meta  # noqa: F401  (--arch imported_roberta, --bpe hf_tokenizer)
 
+    from .import_model import FAMILIES
+
+    with open(os.path.join(model_dir, "import.json"), encoding="utf-8") as f:
+        model_type = json.load(f).get("model_type", "bert")
+    if model_type not in FAMILIES:
+        raise MetaConfigError(f"{model_dir}/import.json: unknown model_type {model_type!r}")
     with open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8") as f:
         kind = (json.load(f).get("model") or {}).get("type")
-    if kind != "WordPiece":
-        raise MetaConfigError(f"{model_dir}: exporting an imported {kind} tokenizer is not "
-                              "supported yet (WordPiece only)")
     _prepare_out_dir(out_dir, force)
     model = _hf_model(model_dir)
     dictionary = Dictionary.load(os.path.join(model_dir, HUB_DICT))
     dictionary.add_symbol("<mask>")  # as the masked-LM task does when it loads the model
-    tokenizer = build_wordpiece_tokenizer(os.path.join(model_dir, "tokenizer.json"), dictionary)
+    tokenizer = build_imported_tokenizer(os.path.join(model_dir, "tokenizer.json"), dictionary,
+                                         model_type)
     tokenizer.model_max_length = model.config.max_position_embeddings - 2
-    return out_dir, _check_and_write(model_dir, model, tokenizer, out_dir)
+    return out_dir, _check_and_write(model_dir, model, tokenizer, out_dir), kind
 
 
 def is_imported_model_dir(path):
@@ -592,8 +626,8 @@ def export(checkpoint, out_dir, spm_model=None, dictionary=None, huggingface=Non
         if huggingface is None:
             raise MetaConfigError(f"{checkpoint} is an imported model directory (already what "
                                   "--out-dir would hold); give --huggingface DIR")
-        _, difference = export_imported_huggingface(checkpoint, huggingface, force=force)
-        log(f"transformers model: {huggingface} (XLMRobertaForMaskedLM + its WordPiece tokenizer "
+        _, difference, kind = export_imported_huggingface(checkpoint, huggingface, force=force)
+        log(f"transformers model: {huggingface} (XLMRobertaForMaskedLM + its {kind} tokenizer "
             f"in fairseq's ids; max |logit difference| to fairseq on a probe sentence: {difference:.2g})")
         return
     if out_dir is None:
