@@ -402,7 +402,16 @@ def test_reproduce_verdict_init_from_refuses_bad_input(tiny_bert, tmp_path):
                            (["--init-from", tiny_bert, "--tokens-per-sample", "128"],
                             "exceeds the imported model's 64 positions"),
                            (["--init-from", tiny_bert, "--ft-tasks", "RTE,NOPE"],
-                            "--ft-tasks: unknown GLUE task 'NOPE'")):
+                            "--ft-tasks: unknown GLUE task 'NOPE'"),
+                           (["--fs-sizes", "32"], "--fs-sizes needs --ft-tasks"),
+                           (["--ft-tasks", "RTE", "--fs-sizes", "32,x"], "--fs-sizes wants comma-separated"),
+                           (["--ft-tasks", "RTE", "--fs-sizes", "0"], "--fs-sizes wants comma-separated"),
+                           (["--ft-tasks", "RTE", "--fs-sizes", "8", "--fs-draws", "1"],
+                            "--fs-draws must be at least 2"),
+                           (["--ft-tasks", "RTE", "--ft-seeds", "0", "--supervised-tasks", ""],
+                            "--ft-seeds 0 with --ft-tasks measures nothing"),
+                           (["--ft-seeds", "0"], "--ft-seeds 0: the supervised phase is judged"),
+                           (["--ft-seeds", "-1"], "--ft-seeds must be >= 0")):
         proc = run_script("reproduce_verdict.py", "--quick", "--out-dir", tmp_path / "v", *extra)
         err = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
@@ -414,7 +423,8 @@ def test_reproduce_verdict_init_from_refuses_bad_input(tiny_bert, tmp_path):
 def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
     out = tmp_path / "verdict"
     proc = run_script("reproduce_verdict.py", "--quick", "--out-dir", out, "--init-from", tiny_bert,
-                      "--nsp", "0", "--supervised-tasks", "", "--ft-tasks", "RTE", "--jobs", "2")
+                      "--nsp", "0", "--supervised-tasks", "", "--ft-tasks", "RTE", "--fs-sizes", "8",
+                      "--jobs", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the corpus is in the imported vocabulary
     for name in ("dict.txt", "tokenizer.json"):
@@ -432,17 +442,36 @@ def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
         assert (model.get("_name") or model.get("arch")) == "imported_roberta"
         assert model["layernorm_eps"] == 1e-12 and model["max_positions"] == 64
         assert cfg["task"]["tokens_per_sample"] == 32
-    # the evaluation: every checkpoint and the imported model itself, adaptation and RTE
+    # the adaptation: every checkpoint and the imported model itself
     ev = json.loads((out / "eval" / "results.json").read_text())
     labels = [c["label"] for c in ev["checkpoints"]]
     assert labels[-1] == "init" and {"s1-k0", "s1-k0-2U", "s1-k1", "s2-k0", "s2-k1"} <= set(labels)
     assert all(c["tokenizer"] == str(out / "data" / "tokenizer.json") for c in ev["checkpoints"][:-1])
     assert ev["checkpoints"][-1]["tokenizer"] == str(tiny_bert / "tokenizer.json")
+    assert set(ev["measurements"]) == {"adaptation"}
     for label in labels:
-        assert set(ev["measurements"]["finetune"]["raw"][label]) == {"RTE", "average"}
         assert set(ev["measurements"]["adaptation"]["raw"][label]) == {"t=0", "t=1", "t=2"}
+    # GLUE (fine-tuning and few-shot on RTE): the equal-updates pairs and the imported model
+    glue = json.loads((out / "eval-glue" / "results.json").read_text())
+    assert [c["label"] for c in glue["checkpoints"]] == ["s1-k0", "s1-k1", "s2-k0", "s2-k1", "init"]
+    assert [c["path"] for c in glue["checkpoints"]] == [
+        next(c["path"] for c in ev["checkpoints"] if c["label"] == label)
+        for label in ("s1-k0", "s1-k1", "s2-k0", "s2-k1", "init")]
+    fewshot = glue["measurements"]["fewshot"]["by_n"]["8"]["raw"]
+    for label in ("s1-k0", "s1-k1", "s2-k0", "s2-k1", "init"):
+        assert set(glue["measurements"]["finetune"]["raw"][label]) == {"RTE", "average"}
+        assert set(fewshot[label]["RTE"]) == {"1", "2"}  # the draws
     result = json.loads((out / "results.json").read_text())
     assert result["comparisons"] and (out / "results.md").is_file()
+    # the report's GLUE comparisons are k = 1 − k = 0 per pre-training seed, from eval-glue
+    few = result["glue_comparisons"]["fewshot-8, RTE: equal updates (8), seeds 1,2"]
+    for seed in ("1", "2"):
+        draws = [fewshot[f"s{seed}-k{k}"]["RTE"] for k in (1, 0)]
+        assert few["treatment_scores"][seed] == pytest.approx(sum(draws[0].values()) / 2)
+        assert few["baseline_scores"][seed] == pytest.approx(sum(draws[1].values()) / 2)
+    assert result["glue_scores"]["fewshot-8"]["RTE"]["init"] == pytest.approx(
+        sum(fewshot["init"]["RTE"].values()) / 2)
+    assert "## GLUE: k = 1 (selected) against k = 0 at equal updates" in (out / "results.md").read_text()
 
 
 # --------------------------------------------------------------------------- #

@@ -62,6 +62,20 @@ def test_bad_input_is_one_error(tmp_path):
         verdict.load_raw([tmp_path / "bad.json"], "adaptation")
 
 
+def test_fewshot_size_is_read_from_its_block(tmp_path):
+    by_n = {n: {"raw": {label: {"average": {"1": v + int(n), "2": v + int(n) + 2}} for label, v in
+                        (("s1-k0", 40.0), ("s1-k1", 41.0))}} for n in ("32", "128")}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"measurements": {"fewshot": {"by_n": by_n}}}))
+    scores = verdict.checkpoint_scores(verdict.load_raw([path], "fewshot-128"), "average")
+    assert scores == {"s1-k0": 169.0, "s1-k1": 170.0}
+    assert verdict.checkpoint_scores(verdict.load_raw([path], "fewshot-32"), "average")["s1-k0"] == 73.0
+    with pytest.raises(MetaConfigError, match="no per-seed 'fewshot-64' numbers"):
+        verdict.load_raw([path], "fewshot-64")
+    with pytest.raises(MetaConfigError, match="no per-seed 'fewshot' numbers"):
+        verdict.load_raw([path], "fewshot")  # the block holds sizes, not seeds
+
+
 def test_cli(tmp_path):
     a = write_results(tmp_path / "a.json", list(RAW))
     proc = run_script("verdict.py", "--results", a, "--compare", "t=64: k1=s{seed}-k1:s{seed}-k0",

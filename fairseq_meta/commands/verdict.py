@@ -28,8 +28,10 @@ def build_argparser():
     p.add_argument("--compare", action="append", required=True, metavar="NAME=TREATMENT:BASELINE",
                    help="checkpoint label templates with {seed}; repeatable")
     p.add_argument("--seeds", required=True, help="comma-separated pre-training seeds")
-    p.add_argument("--measurement", default="adaptation")
-    p.add_argument("--column", default="t=64")
+    p.add_argument("--measurement", default="adaptation",
+                   help="adaptation, finetune, probe, or fewshot-N (the few-shot runs with N examples "
+                        "per task; seeds are its draws)")
+    p.add_argument("--column", default="t=64", help="t=STEPS for adaptation; a GLUE task or 'average'")
     p.add_argument("--unit", default="bits")
     p.add_argument("--json", help="also write the comparisons here")
     return p

@@ -21,15 +21,20 @@ from . import stats
 
 
 def load_raw(paths, measurement):
-    """{label: {column: {eval_seed: value}}} merged over ``results.json`` files."""
+    """{label: {column: {eval_seed: value}}} merged over ``results.json`` files.
+    ``measurement`` is a measurement's name, or ``fewshot-N`` for the few-shot runs
+    with N training examples per task (its seeds are the draws)."""
     raw = {}
+    name, _, size = measurement.partition("-") if measurement.startswith("fewshot-") else (measurement, "", "")
     for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
                 results = json.load(f)
         except (OSError, ValueError) as e:
             raise MetaConfigError(f"{path}: not a readable results.json ({e})") from None
-        block = results.get("measurements", {}).get(measurement)
+        block = results.get("measurements", {}).get(name)
+        if size and block is not None:
+            block = block.get("by_n", {}).get(size)
         if block is None or "raw" not in block:
             raise MetaConfigError(f"{path}: holds no per-seed {measurement!r} numbers")
         for label, columns in block["raw"].items():

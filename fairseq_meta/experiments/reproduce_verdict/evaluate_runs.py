@@ -68,7 +68,35 @@ def stage_evaluate_supervised(exp):
     evaluate(settings, log=cli.log)
 
 
+def glue_checkpoints(exp, selected):
+    """[(label, path)] that ``--ft-tasks`` scores on GLUE: k = 0 and the selected k = 1
+    at U for every seed (the equal-updates pairs) and, with --init-from, the imported
+    model. The GLUE runs cost far more than the adaptation (about 100 s a few-shot run
+    of MiniLM on one core against seconds), so the equal-tokens and sweep rows are
+    judged on the adaptation headline and validation loss only."""
+    if not exp.derived.get("ft_tasks"):
+        return []
+    u, items = exp.settings["updates"], []
+    for seed in all_seeds(exp):
+        for label, name in ((f"s{seed}-k0", run_name(seed, 0)), (f"s{seed}-k1", run_name(seed, 1, selected))):
+            items.append((label, experiment.checkpoint_file(exp.out / "pretrain" / name / "checkpoints", u)))
+    if exp.derived.get("init"):
+        items.append((INIT_LABEL, exp.derived["init"]["model"]))
+    return items
+
+
+def glue_measurements(exp):
+    """evaluate's GLUE measurements that the settings ask for."""
+    if not exp.derived.get("ft_tasks"):
+        return []
+    return (["finetune"] if exp.settings["ft_seeds"] else []) + (
+        ["fewshot"] if exp.derived["fs_size_list"] else [])
+
+
 def stage_evaluate(exp, selected):
+    """Adaptation of every pre-training checkpoint (and the imported model) -> OUT/eval;
+    with --ft-tasks, GLUE fine-tuning and/or few-shot of :func:`glue_checkpoints` ->
+    OUT/eval-glue."""
     from ...evaluation import Settings, evaluate
 
     s = exp.settings
@@ -79,17 +107,25 @@ def stage_evaluate(exp, selected):
         items.append(f"{label}={path}")
     if exp.derived.get("init"):
         items.append(f"{INIT_LABEL}={exp.derived['init']['model']}")  # where every run started
-    ft_tasks = exp.derived.get("ft_tasks") or []
     settings = Settings(
-        checkpoints=items, out_dir=str(exp.out / "eval"),
-        measurements=["adaptation"] + (["finetune"] if ft_tasks else []),
+        checkpoints=items, out_dir=str(exp.out / "eval"), measurements=["adaptation"],
         domain_train=str(exp.derived["domain"]["valid"]), domain_eval=str(exp.derived["domain"]["test"]),
         ad_steps=exp.derived["ad_step_list"], ad_seeds=s["ad_seeds"], ad_lr=s["ad_lr"],
-        ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs,
-        glue_dir=str(Path(exp.data_root) / "glue"), tasks=ft_tasks,
-        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"], ft_lr=s["ft_lr"],
-        ft_max_train=s["ft_max_train"])
-    cli.log(f"evaluate: {len(items)} checkpoints x {s['ad_seeds']} adaptation seeds"
-            + (f", fine-tuned on {', '.join(ft_tasks)} x {s['ft_seeds']} seeds" if ft_tasks else "")
-            + f" -> {exp.out / 'eval'}")
+        ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs)
+    cli.log(f"evaluate: {len(items)} checkpoints x {s['ad_seeds']} adaptation seeds -> {exp.out / 'eval'}")
+    evaluate(settings, log=cli.log)
+    measurements = glue_measurements(exp)
+    if not measurements:
+        return
+    ft_tasks, glue = exp.derived["ft_tasks"], glue_checkpoints(exp, selected)
+    settings = Settings(
+        checkpoints=[f"{label}={path}" for label, path in glue], out_dir=str(exp.out / "eval-glue"),
+        measurements=measurements, glue_dir=str(Path(exp.data_root) / "glue"), tasks=ft_tasks,
+        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
+        ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
+        fs_draws=s["fs_draws"], jobs=exp.jobs)
+    cli.log(f"evaluate: {len(glue)} checkpoints on {', '.join(ft_tasks)} ("
+            + ", ".join(f"fine-tuning x {s['ft_seeds']} seeds" if m == "finetune" else
+                        f"few-shot n = {','.join(map(str, exp.derived['fs_size_list']))} x {s['fs_draws']} draws"
+                        for m in measurements) + f") -> {exp.out / 'eval-glue'}")
     evaluate(settings, log=cli.log)

@@ -2,7 +2,7 @@
 import json
 
 from ...errors import MetaConfigError
-from .evaluate_runs import checkpoints_to_evaluate, nsp_checkpoints_to_evaluate
+from .evaluate_runs import INIT_LABEL, checkpoints_to_evaluate, glue_measurements, nsp_checkpoints_to_evaluate
 from .runs import all_seeds, run_name
 from .settings import SUMMARY_WINDOW
 from .sweep import read_run_log
@@ -125,6 +125,43 @@ def supervised_comparisons(exp):
             for col in columns}
 
 
+def glue_measurement_names(exp):
+    """The verdict.load_raw names of the GLUE measurements: finetune, fewshot-N."""
+    names = []
+    for m in glue_measurements(exp):
+        names += [m] if m == "finetune" else [f"fewshot-{n}" for n in exp.derived["fs_size_list"]]
+    return names
+
+
+def glue_comparisons(exp):
+    """(comparisons, scores) of the GLUE measurements of OUT/eval-glue: per measurement
+    (fine-tuning, few-shot at each n) and column (each task, the average), the selected
+    k = 1 − k = 0 at equal updates paired by pre-training seed ({name: compare}), and
+    {measurement: {column: {"k0", "k1"[, "init"]: mean score}}}. Empty without --ft-tasks."""
+    from ...evaluation import stats, verdict
+
+    names = glue_measurement_names(exp)
+    if not names:
+        return {}, {}
+    path = exp.out / "eval-glue" / "results.json"
+    if not path.is_file():
+        raise MetaConfigError(f"{path} not found: the GLUE evaluation has not run yet")
+    seeds = [str(x) for x in all_seeds(exp)]
+    columns = exp.derived["ft_tasks"] + (["average"] if len(exp.derived["ft_tasks"]) > 1 else [])
+    comparisons, scores = {}, {}
+    for name in names:
+        raw = verdict.load_raw([path], name)
+        for col in columns:
+            per_label = verdict.checkpoint_scores(raw, col)
+            comparisons[f"{name}, {col}: equal updates ({exp.settings['updates']}), seeds "
+                        f"{','.join(seeds)}"] = verdict.compare(per_label, "s{seed}-k1", "s{seed}-k0", seeds)
+            row = {k: stats.summary([per_label[f"s{x}-{k}"] for x in seeds])["mean"] for k in ("k0", "k1")}
+            if INIT_LABEL in per_label:
+                row["init"] = per_label[INIT_LABEL]
+            scores.setdefault(name, {})[col] = row
+    return comparisons, scores
+
+
 def plot_headline_vs_tokens(path, points, column):
     import matplotlib
 
@@ -194,12 +231,13 @@ def write_report(exp, selected):
     comparisons = verdict_comparisons(exp, raw, column, valid_scores)
     nsp, nsp_accuracy = nsp_comparisons(exp, raw, column, valid_rows) if s["nsp"] else ({}, {})
     supervised = supervised_comparisons(exp) if exp.derived["supervised_tasks"] else {}
+    glue, glue_scores = glue_comparisons(exp)
     headline = verdict.checkpoint_scores(raw, column)
     result = {"settings": {"quick": exp.quick, **s}, "selection": selection,
               "headline_column": column, "sweep": sweep, "tokens": tokens,
               "valid_loss": valid_scores, "headline_scores": headline, "comparisons": comparisons,
               "nsp_comparisons": nsp, "nsp_accuracy_comparisons": nsp_accuracy,
-              "supervised_comparisons": supervised}
+              "supervised_comparisons": supervised, "glue_comparisons": glue, "glue_scores": glue_scores}
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
 
     points = {}
@@ -254,6 +292,23 @@ def write_report(exp, selected):
                   "`tokens`) differ by a few per cent.", ""]
         lines += verdict.table(nsp, "bits") + ["", "NSP accuracy: higher is better.", ""]
         lines += verdict.table(nsp_accuracy, "points")
+    if glue:
+        lines += ["", "## GLUE: k = 1 (selected) against k = 0 at equal updates", "",
+                  f"The checkpoints at U fine-tuned on {', '.join(exp.derived['ft_tasks'])} "
+                  "(scripts/evaluate.py: `finetune`, "
+                  f"{s['ft_seeds']} seed(s), {s['ft_epochs']} epochs, at most {s['ft_max_train']} "
+                  f"examples; `fewshot-N`: N examples per task, {s['fs_draws']} draws), paired by "
+                  "pre-training seed; per-run scores in eval-glue/results.md. Higher is better here.", ""]
+        lines += verdict.table(glue, "points")
+        has_init = any("init" in row for cols in glue_scores.values() for row in cols.values())
+        lines += ["", "Mean scores over pre-training seeds" + (" (init: the imported model itself)"
+                                                                if has_init else "") + ":", "",
+                  "| measurement | column | k = 0 | k = 1 |" + (" init |" if has_init else ""),
+                  "|---|---|---:|---:|" + ("---:|" if has_init else "")]
+        for name, cols in glue_scores.items():
+            for col, row in cols.items():
+                lines.append(f"| {name} | {col} | {row['k0']:.2f} | {row['k1']:.2f} |"
+                             + (f" {row['init']:.2f} |" if has_init else ""))
     if supervised:
         sup = exp.derived["supervised_tasks"]
         lines += ["", "## Supervised: meta_sentence_prediction with k = 1 (selected) against k = 0", "",

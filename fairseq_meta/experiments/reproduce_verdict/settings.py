@@ -23,7 +23,7 @@ MODES = {
         ad_lr=5e-4, ad_batch_size=16, device="cpu", fp16=0,
         nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=400, supervised_lr=1e-4, glue_max_rows=0, ft_seeds=1, ft_epochs=3,
-        ft_max_train=4000, init_from="", ft_tasks="", ft_lr=2e-4),
+        ft_max_train=4000, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=3),
     "quick": dict(
         layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
         lr=1e-3, warmup=2, updates=8, checkpoint_interval=4, valid_interval=4,
@@ -34,7 +34,7 @@ MODES = {
         ad_lr=5e-4, ad_batch_size=4, device="cpu", fp16=0,
         nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=4, supervised_lr=1e-4, glue_max_rows=120, ft_seeds=1, ft_epochs=1,
-        ft_max_train=100, init_from="", ft_tasks="", ft_lr=2e-4),
+        ft_max_train=100, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=2),
 }
 # The sweep table's adaptation gain, inner and outer move and support loss are means
 # over the train_inner rows of the last 30% of the U updates (1050 < u <= 1500 at
@@ -60,9 +60,9 @@ def settings_for(quick, overrides, data_root):
     s = experiment.mode_settings(MODES, quick, overrides, [
         "layers", "embed_dim", "ffn_dim", "heads", "tokens_per_sample", "batch_size", "updates",
         "checkpoint_interval", "valid_interval", "log_interval", "vocab_size", "spm_input_lines",
-        "ad_seeds", "ad_eval_blocks", "ad_batch_size", "supervised_updates", "ft_seeds", "ft_epochs",
-        "ft_max_train"])
-    for key in ["warmup", "glue_max_rows"]:
+        "ad_seeds", "ad_eval_blocks", "ad_batch_size", "supervised_updates", "ft_epochs",
+        "ft_max_train", "fs_draws"])
+    for key in ["warmup", "glue_max_rows", "ft_seeds"]:
         if s[key] < 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be >= 0 (got {s[key]})")
     if s["embed_dim"] % s["heads"]:
@@ -130,7 +130,8 @@ def settings_for(quick, overrides, data_root):
     # GLUE fine-tuning of the pre-training checkpoints (evaluate.py's measurement 1)
     ft_tasks = _task_list(s, "ft_tasks")
     _check_task_dirs(ft_tasks, data_root)
-    derived = {"init": _init_from(s, overrides), "ft_tasks": ft_tasks,
+    fs_sizes = _fewshot_sizes(s, ft_tasks, supervised)
+    derived = {"init": _init_from(s, overrides), "ft_tasks": ft_tasks, "fs_size_list": fs_sizes,
                "inner_settings": settings_list, "fresh_seeds": seeds, "ad_step_list": ad_steps,
                "corpus_path": corpus, "domain": domain, "supervised_tasks": supervised,
                "heldout_tasks": heldout}
@@ -156,6 +157,29 @@ def _init_from(s, overrides):
                               f"model's {max_positions} positions")
     return {"dir": model_dir, "model": model_dir / "model.pt", "flags": flags,
             "max_positions": max_positions or s["tokens_per_sample"]}
+
+
+def _fewshot_sizes(s, ft_tasks, supervised):
+    """--fs-sizes as a sorted list; few-shot and --ft-seeds 0 need --ft-tasks, the
+    supervised phase's fine-tuning needs --ft-seeds >= 1."""
+    text = s["fs_sizes"].strip()
+    try:
+        sizes = sorted({int(x) for x in text.split(",")}) if text else []
+    except ValueError:
+        sizes = [0]
+    if any(n < 1 for n in sizes):
+        raise MetaConfigError(f"--fs-sizes wants comma-separated positive integers (got '{s['fs_sizes']}')")
+    if sizes and not ft_tasks:
+        raise MetaConfigError("--fs-sizes needs --ft-tasks (the GLUE tasks of the few-shot runs)")
+    if s["fs_draws"] < 2 and sizes:
+        raise MetaConfigError(f"--fs-draws must be at least 2 (got {s['fs_draws']}): the paired "
+                              "comparison needs a spread")
+    if s["ft_seeds"] == 0 and ft_tasks and not sizes:
+        raise MetaConfigError("--ft-seeds 0 with --ft-tasks measures nothing: give --fs-sizes")
+    if s["ft_seeds"] == 0 and supervised:
+        raise MetaConfigError("--ft-seeds 0: the supervised phase is judged by fine-tuning "
+                              "(give --ft-seeds >= 1, or --supervised-tasks '')")
+    return sizes
 
 
 def _task_list(s, key):
