@@ -25,12 +25,14 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
              ``meta_sentence_prediction`` on them with k = 0 and the selected k = 1,
              both from s{seed}-k0 at U, for every seed          -> OUT/supervised
 6. evaluate  :func:`fairseq_meta.evaluation.evaluate`: adaptation on every
-             pre-training checkpoint (-> OUT/eval); fine-tuning of the supervised
+             pre-training checkpoint (-> OUT/eval); with ``--ft-tasks``, GLUE
+             fine-tuning and few-shot (``--fs-sizes``) of the equal-updates pairs and
+             the imported model (-> OUT/eval-glue); fine-tuning of the supervised
              checkpoints on ``--heldout-tasks`` (-> OUT/eval-supervised); resumable
              per unit
 7. report    sweep table, verdict comparisons paired by pre-training seed
-             (:mod:`fairseq_meta.evaluation.verdict`) for MLM, MLM + NSP and the
-             supervised phase, and two plots
+             (:mod:`fairseq_meta.evaluation.verdict`) for MLM, MLM + NSP, GLUE and
+             the supervised phase, and two plots
              -> OUT/results.md, results.json, verdict_headline_vs_tokens.png,
                 sweep_adaptation_gain.png
 
