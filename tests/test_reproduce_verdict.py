@@ -320,5 +320,13 @@ def test_the_sweep_can_select_reptile_and_a_learned_inner_step():
     assert all(order == "first" for _, _, _, order in runs)
     runs = ve.after_selection_runs(exp, by_name["learned0.01"])
     assert (s["sweep_seed"], 1, by_name["learned0.01"], "second") in runs
+    # --extras 0: no k = 2 or second-order run, the fresh seeds' pairs unchanged
+    s_no, derived_no = ve.settings_for(True, dict(sgd_inner_lrs="0.1", adam_inner_lrs="",
+                                                  learned_inner_lrs="0.01", extras=0), SHARED_DATA)
+    lean = ve.after_selection_runs(types.SimpleNamespace(settings=s_no, derived=derived_no),
+                                   by_name["learned0.01"])
+    assert lean == [r for r in runs if r[0] != s["sweep_seed"]] and lean
+    with pytest.raises(MetaConfigError, match="--extras must be 0 or 1"):
+        ve.settings_for(True, dict(extras=2), SHARED_DATA)
     with pytest.raises(MetaConfigError, match="--reptile-inner-lrs wants comma-separated positive"):
         ve.settings_for(True, dict(reptile_inner_lrs="0"), SHARED_DATA)

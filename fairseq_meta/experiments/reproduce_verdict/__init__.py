@@ -17,7 +17,7 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
              validation update that every one of them reached; ties go to the
              setting listed first                                  -> OUT/selection.json
 4. verdict   k = 2 and k = 1 second order at the selected setting (seed ``sweep_seed``,
-             U updates), and k = 0 (2U) and the selected k = 1 (U) for every fresh
+             U updates; ``--extras 0`` leaves them out), and k = 0 (2U) and the selected k = 1 (U) for every fresh
              pre-training seed; with ``--nsp 1`` the same k = 0 / selected k = 1
              pair with ``--sentence-objective nsp`` for every seed (sweep seed too)
 5. supervised unless ``--supervised-tasks`` is empty: those GLUE tasks binarized

@@ -119,13 +119,14 @@ def sweep_runs(exp):
 
 
 def after_selection_runs(exp, selected):
-    """[(seed, k, setting, order)]: k = 2 and second order (not for Reptile, which is
-    first order by construction) at the selected setting, then k = 0 and the selected
-    k = 1 for every fresh seed."""
-    seed = exp.settings["sweep_seed"]
-    runs = [(seed, 2, selected, "first")]
-    if selected.get("objective") != "reptile":
-        runs.append((seed, 1, selected, "second"))
+    """[(seed, k, setting, order)]: with ``--extras 1``, k = 2 and second order (not for
+    Reptile, which is first order by construction) at the selected setting; then k = 0
+    and the selected k = 1 for every fresh seed."""
+    seed, runs = exp.settings["sweep_seed"], []
+    if exp.settings["extras"]:
+        runs.append((seed, 2, selected, "first"))
+        if selected.get("objective") != "reptile":
+            runs.append((seed, 1, selected, "second"))
     for fresh in exp.derived["fresh_seeds"]:
         runs += [(fresh, 0, None, "first"), (fresh, 1, selected, "first")]
     return runs

@@ -21,7 +21,7 @@ MODES = {
         sweep_seed=1, seeds="2,3,4", corpus="gutenberg", vocab_size=8000,
         spm_input_lines=300000, ad_steps="0,1,4,16,64", ad_seeds=5, ad_eval_blocks=256,
         ad_lr=5e-4, ad_batch_size=16, device="cpu", fp16=0,
-        nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
+        nsp=1, extras=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=400, supervised_lr=1e-4, glue_max_rows=0, ft_seeds=1, ft_epochs=3,
         ft_max_train=4000, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=3),
     "quick": dict(
@@ -32,7 +32,7 @@ MODES = {
         sweep_seed=1, seeds="2", corpus="gutenberg/nltk-selections/chesterton-thursday.txt",
         vocab_size=400, spm_input_lines=5000, ad_steps="0,1,2", ad_seeds=2, ad_eval_blocks=4,
         ad_lr=5e-4, ad_batch_size=4, device="cpu", fp16=0,
-        nsp=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
+        nsp=1, extras=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=4, supervised_lr=1e-4, glue_max_rows=120, ft_seeds=1, ft_epochs=1,
         ft_max_train=100, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=2),
 }
@@ -74,7 +74,7 @@ def settings_for(quick, overrides, data_root):
         if s[key] % s["log_interval"]:
             raise MetaConfigError(f"--{key.replace('_', '-')} {s[key]} is not a multiple of "
                                   f"--log-interval {s['log_interval']} (tokens are counted per log row)")
-    for key in ["nsp", "fp16"]:
+    for key in ["nsp", "fp16", "extras"]:
         if s[key] not in (0, 1):
             raise MetaConfigError(f"--{key} must be 0 or 1 (got {s[key]})")
     if s["fp16"] and s["device"] != "cuda":
