@@ -301,7 +301,7 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
 
 
 @needs_data
-def test_the_sweep_can_select_reptile_and_a_learned_inner_step():
+def test_the_sweep_can_select_reptile_and_a_learned_inner_step(tmp_path):
     s, derived = ve.settings_for(True, dict(sgd_inner_lrs="0.1", adam_inner_lrs="",
                                             reptile_inner_lrs="0.1", learned_inner_lrs="0.01"),
                                  SHARED_DATA)
@@ -315,9 +315,23 @@ def test_the_sweep_can_select_reptile_and_a_learned_inner_step():
     assert ve.describe(1, by_name["learned0.01"]) == "k = 1, SGD α learned per tensor from 0.01"
 
     exp = types.SimpleNamespace(settings=s, derived=derived)
-    # Reptile is first order only: no second-order run at a Reptile selection
+    # Reptile runs k = 2 (at k = 1 it is k = 0), the other kinds k = 1
+    assert [(k, x["name"]) for _, k, x, _ in ve.sweep_runs(exp)[1:]] == [
+        (1, "sgd0.1"), (2, "reptile0.1"), (1, "learned0.01")]
+    # Reptile is first order only, at k = 2 already: no extras at a Reptile selection,
+    # and the fresh seeds run it at k = 2, evaluated as s{seed}-k1
     runs = ve.after_selection_runs(exp, by_name["reptile0.1"])
-    assert all(order == "first" for _, _, _, order in runs)
+    assert runs == [(seed, k, x, "first") for seed in derived["fresh_seeds"]
+                    for k, x in ((0, None), (2, by_name["reptile0.1"]))]
+    rows = {label: (name, k) for label, name, _, k, _, _ in ve.checkpoints_to_evaluate(exp, by_name["reptile0.1"])}
+    assert rows["s1-k1"] == ("s1-k2-reptile0.1", 2) and rows["s2-k1"] == ("s2-k2-reptile0.1", 2)
+    assert "s1-k1-sgd0.1" in rows and not any("second" in name for name, _ in rows.values())
+    exp.out = tmp_path
+    start = tmp_path / "pretrain" / "s2-k0" / "checkpoints" / f"checkpoint_1_{s['updates']}.pt"
+    start.parent.mkdir(parents=True)
+    start.write_bytes(b"")
+    flags = [str(f) for f in ve.supervised_cmd(exp, 2, 1, by_name["reptile0.1"])[1]]
+    assert flags[flags.index("--meta-train-steps") + 1] == "2"
     runs = ve.after_selection_runs(exp, by_name["learned0.01"])
     assert (s["sweep_seed"], 1, by_name["learned0.01"], "second") in runs
     # --extras 0: no k = 2 or second-order run, the fresh seeds' pairs unchanged

@@ -11,8 +11,9 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
 1. data      the Gutenberg books as one corpus (scripts/prepare_corpus.py) -> OUT/data
 2. sweep     pre-training seed ``sweep_seed``: k = 0 to 2U updates (checkpoints every
              ``checkpoint_interval``, so U and 2U exist) and k = 1 first order for
-             every inner setting (plain SGD α, Adam-preconditioned α) to U updates
-3. select    among the k = 1 first-order sweep runs, the lowest validation loss at θ
+             every inner setting (plain SGD α, Adam-preconditioned α, learned α;
+             Reptile at k = 2, the same 2 mini-batches an update) to U updates
+3. select    among the first-order sweep runs, the lowest validation loss at θ
              (``valid_loss`` of the ``| valid |`` log records) at the largest
              validation update that every one of them reached; ties go to the
              setting listed first                                  -> OUT/selection.json
@@ -37,7 +38,7 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
                 sweep_adaptation_gain.png
 
 Checkpoint labels of the evaluation: ``s{seed}-k0`` (k = 0 at U), ``s{seed}-k0-2U``
-(k = 0 at 2U, the tokens of k = 1 at U), ``s{seed}-k1`` (the selected setting at U;
+(k = 0 at 2U, the tokens of k = 1 at U), ``s{seed}-k1`` (the selected setting at U, at its own k;
 for the sweep seed this is the selected sweep run) and, for the other sweep runs,
 ``s{seed}-k{k}-{setting}[-second]``; MLM + NSP: ``s{seed}-k0-nsp``,
 ``s{seed}-k0-nsp-2U``, ``s{seed}-k1-nsp``; supervised: ``s{seed}-sup-k0``,
@@ -56,7 +57,7 @@ from .report import (  # noqa: F401
     nsp_comparisons, supervised_comparisons, sweep_rows, tokens_at, verdict_comparisons, write_report,
 )
 from .runs import (  # noqa: F401
-    after_selection_runs, all_seeds, describe, device_flags, inner_flags, nsp_runs, run_name,
+    after_selection_runs, all_seeds, describe, device_flags, inner_flags, meta_steps, nsp_runs, run_name,
     stage_data, stage_glue, supervised_cmd, sweep_runs, train_cmd,
 )
 from .settings import MODES, PRECONDITIONERS, SUMMARY_WINDOW, VerdictExperiment, cli, settings_for  # noqa: F401

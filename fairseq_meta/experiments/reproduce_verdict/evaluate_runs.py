@@ -3,7 +3,9 @@
 from pathlib import Path
 
 from .. import experiment
-from .runs import after_selection_runs, all_seeds, data_tokenizer, describe, nsp_runs, run_name, sweep_runs
+from .runs import (
+    after_selection_runs, all_seeds, data_tokenizer, describe, meta_steps, nsp_runs, run_name, sweep_runs,
+)
 from .settings import cli
 
 INIT_LABEL = "init"  # the imported model itself (--init-from)
@@ -17,11 +19,12 @@ def checkpoints_to_evaluate(exp, selected):
     for seed in all_seeds(exp):
         rows.append((f"s{seed}-k0", run_name(seed, 0), u, 0, "k = 0", seed))
         rows.append((f"s{seed}-k0-2U", run_name(seed, 0), 2 * u, 0, "k = 0 at 2U", seed))
-        rows.append((f"s{seed}-k1", run_name(seed, 1, selected), u, 1, describe(1, selected), seed))
+        k = meta_steps(selected)  # the label says "the selected setting"; k is 2 for Reptile
+        rows.append((f"s{seed}-k1", run_name(seed, k, selected), u, k, describe(k, selected), seed))
     extra = [r for r in after_selection_runs(exp, selected) if r[0] == s["sweep_seed"]]
     for run in sweep_runs(exp)[1:] + extra:
         seed, k, setting, order = run
-        if k == 1 and order == "first" and setting["name"] == selected["name"]:
+        if k == meta_steps(selected) and order == "first" and setting["name"] == selected["name"]:
             continue  # evaluated as s{seed}-k1
         name = run_name(*run)
         rows.append((name, name, u, k, describe(k, setting, order), seed))
@@ -78,7 +81,7 @@ def glue_checkpoints(exp, selected):
         return []
     u, items = exp.settings["updates"], []
     for seed in all_seeds(exp):
-        for label, name in ((f"s{seed}-k0", run_name(seed, 0)), (f"s{seed}-k1", run_name(seed, 1, selected))):
+        for label, name in ((f"s{seed}-k0", run_name(seed, 0)), (f"s{seed}-k1", run_name(seed, meta_steps(selected), selected))):
             items.append((label, experiment.checkpoint_file(exp.out / "pretrain" / name / "checkpoints", u)))
     if exp.derived.get("init"):
         items.append((INIT_LABEL, exp.derived["init"]["model"]))

@@ -92,7 +92,8 @@ def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
 
 def supervised_cmd(exp, seed, k, selected):
     """meta_sentence_prediction on the supervised tasks from s{seed}-k0 at U, with k = 0
-    or the selected inner setting; its checkpoint is ``checkpoint_last.pt``."""
+    (``k`` 0) or the selected inner setting (``k`` 1: its own k, 2 for Reptile); its
+    checkpoint is ``checkpoint_last.pt``."""
     s, out = exp.settings, exp.out
     run_dir = out / "supervised" / f"s{seed}-k{k}"
     start = experiment.checkpoint_file(out / "pretrain" / run_name(seed, 0) / "checkpoints",
@@ -100,7 +101,8 @@ def supervised_cmd(exp, seed, k, selected):
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
            "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
            "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
-           "--task-sampling-alpha", "0.5", *inner_flags(k, selected), *architecture_flags(exp),
+           "--task-sampling-alpha", "0.5", *inner_flags(meta_steps(selected) if k else 0, selected),
+           *architecture_flags(exp),
            "--max-positions", max_positions(exp), "--shorten-method", "truncate",
            "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
            "--warmup-updates", max(1, s["supervised_updates"] // 10),
@@ -112,23 +114,27 @@ def supervised_cmd(exp, seed, k, selected):
     return (f"supervised {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
 
 
+def meta_steps(setting):
+    """k of a sweep setting: 1, or 2 for Reptile (settings.SWEEP_KINDS)."""
+    return setting.get("steps", 1)
+
+
 def sweep_runs(exp):
     """[(seed, k, setting, order)] of the first sweep (before the selection)."""
     seed = exp.settings["sweep_seed"]
-    return [(seed, 0, None, "first")] + [(seed, 1, x, "first") for x in exp.derived["inner_settings"]]
+    return [(seed, 0, None, "first")] + [(seed, meta_steps(x), x, "first")
+                                         for x in exp.derived["inner_settings"]]
 
 
 def after_selection_runs(exp, selected):
-    """[(seed, k, setting, order)]: with ``--extras 1``, k = 2 and second order (not for
-    Reptile, which is first order by construction) at the selected setting; then k = 0
-    and the selected k = 1 for every fresh seed."""
+    """[(seed, k, setting, order)]: with ``--extras 1``, k = 2 and second order at the
+    selected setting (not for Reptile: first order by construction, and at k = 2
+    already); then k = 0 and the selected setting for every fresh seed."""
     seed, runs = exp.settings["sweep_seed"], []
-    if exp.settings["extras"]:
-        runs.append((seed, 2, selected, "first"))
-        if selected.get("objective") != "reptile":
-            runs.append((seed, 1, selected, "second"))
+    if exp.settings["extras"] and selected.get("objective") != "reptile":
+        runs += [(seed, 2, selected, "first"), (seed, 1, selected, "second")]
     for fresh in exp.derived["fresh_seeds"]:
-        runs += [(fresh, 0, None, "first"), (fresh, 1, selected, "first")]
+        runs += [(fresh, 0, None, "first"), (fresh, meta_steps(selected), selected, "first")]
     return runs
 
 
@@ -142,7 +148,7 @@ def nsp_runs(exp, selected):
     if not exp.settings["nsp"]:
         return []
     return [run for seed in all_seeds(exp)
-            for run in ((seed, 0, None, "first", "nsp"), (seed, 1, selected, "first", "nsp"))]
+            for run in ((seed, 0, None, "first", "nsp"), (seed, meta_steps(selected), selected, "first", "nsp"))]
 
 
 def tokenizer_flags(exp):

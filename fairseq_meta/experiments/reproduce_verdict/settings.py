@@ -44,13 +44,16 @@ SUMMARY_WINDOW = 0.3
 # and so replaces: the architecture (its model_args.txt) and the tokenizer.
 INIT_REPLACES = ("layers", "embed_dim", "ffn_dim", "heads", "vocab_size", "spm_input_lines")
 PRECONDITIONERS = {"sgd": "SGD", "adam": "Adam-preconditioned"}
-# --KIND-inner-lrs: the k = 1 settings the sweep tries, per kind: the inner rule,
-# the meta-objective and whether α is learned (from the listed value, per tensor).
+# --KIND-inner-lrs: the settings the sweep tries, per kind: the inner rule, the
+# meta-objective, whether α is learned (from the listed value, per tensor) and the
+# inner steps k. Reptile takes k = 2: at k = 1 with plain SGD its outer gradient is
+# k = 0's (docs/algorithm.md), and with 2 it reads 2 mini-batches an update, as
+# MAML's k = 1 (1 meta-train, 1 meta-test) does, so equal tokens stays k = 0 at 2U.
 SWEEP_KINDS = {
-    "sgd": dict(preconditioner="sgd", objective="maml", learned="none"),
-    "adam": dict(preconditioner="adam", objective="maml", learned="none"),
-    "reptile": dict(preconditioner="sgd", objective="reptile", learned="none"),
-    "learned": dict(preconditioner="sgd", objective="maml", learned="tensor"),
+    "sgd": dict(preconditioner="sgd", objective="maml", learned="none", steps=1),
+    "adam": dict(preconditioner="adam", objective="maml", learned="none", steps=1),
+    "reptile": dict(preconditioner="sgd", objective="reptile", learned="none", steps=2),
+    "learned": dict(preconditioner="sgd", objective="maml", learned="tensor", steps=1),
 }
 
 

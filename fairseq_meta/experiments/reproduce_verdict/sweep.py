@@ -62,7 +62,7 @@ def select(valid_by_run):
 def stage_select(exp):
     """OUT/selection.json, written once: a re-run keeps the selection it made."""
     path = exp.out / "selection.json"
-    candidates = {run_name(*r): r[2] for r in sweep_runs(exp) if r[1] == 1}
+    candidates = {run_name(*r): r[2] for r in sweep_runs(exp) if r[1] > 0}
     if path.exists():
         chosen = json.loads(path.read_text())
     else:
