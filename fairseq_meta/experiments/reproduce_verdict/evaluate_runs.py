@@ -16,10 +16,10 @@ def checkpoints_to_evaluate(exp, selected):
     s = exp.settings
     u = s["updates"]
     rows = []
+    k = meta_steps(selected)  # the label says "the selected setting"; k is 2 for Reptile
     for seed in all_seeds(exp):
         rows.append((f"s{seed}-k0", run_name(seed, 0), u, 0, "k = 0", seed))
         rows.append((f"s{seed}-k0-2U", run_name(seed, 0), 2 * u, 0, "k = 0 at 2U", seed))
-        k = meta_steps(selected)  # the label says "the selected setting"; k is 2 for Reptile
         rows.append((f"s{seed}-k1", run_name(seed, k, selected), u, k, describe(k, selected), seed))
     extra = [r for r in after_selection_runs(exp, selected) if r[0] == s["sweep_seed"]]
     for run in sweep_runs(exp)[1:] + extra:
@@ -72,17 +72,16 @@ def stage_evaluate_supervised(exp):
 
 
 def glue_checkpoints(exp, selected):
-    """[(label, path)] that ``--ft-tasks`` scores on GLUE: k = 0 and the selected k = 1
-    at U for every seed (the equal-updates pairs) and, with --init-from, the imported
-    model. The GLUE runs cost far more than the adaptation (about 100 s a few-shot run
-    of MiniLM on one core against seconds), so the equal-tokens and sweep rows are
-    judged on the adaptation headline and validation loss only."""
+    """[(label, path)] that ``--ft-tasks`` scores on GLUE: the rows ``s{seed}-k0`` and
+    ``s{seed}-k1`` of :func:`checkpoints_to_evaluate` (the equal-updates pairs) and, with
+    --init-from, the imported model. A GLUE-5 few-shot checkpoint costs about 850 s of
+    one core for MiniLM, so the equal-tokens and sweep rows are judged on the adaptation
+    headline and validation loss only."""
     if not exp.derived.get("ft_tasks"):
         return []
-    u, items = exp.settings["updates"], []
-    for seed in all_seeds(exp):
-        for label, name in ((f"s{seed}-k0", run_name(seed, 0)), (f"s{seed}-k1", run_name(seed, meta_steps(selected), selected))):
-            items.append((label, experiment.checkpoint_file(exp.out / "pretrain" / name / "checkpoints", u)))
+    pairs = {f"s{seed}-k{k}" for seed in all_seeds(exp) for k in (0, 1)}
+    items = [(label, experiment.checkpoint_file(exp.out / "pretrain" / name / "checkpoints", updates))
+             for label, name, updates, *_ in checkpoints_to_evaluate(exp, selected) if label in pairs]
     if exp.derived.get("init"):
         items.append((INIT_LABEL, exp.derived["init"]["model"]))
     return items
