@@ -403,14 +403,15 @@ def test_reproduce_verdict_init_from_refuses_bad_input(tiny_bert, tmp_path):
                             "exceeds the imported model's 64 positions"),
                            (["--init-from", tiny_bert, "--ft-tasks", "RTE,NOPE"],
                             "--ft-tasks: unknown GLUE task 'NOPE'"),
-                           (["--fs-sizes", "32"], "--fs-sizes needs --ft-tasks"),
+                           (["--fs-sizes", "32", "--supervised-tasks", ""],
+                            "--fs-sizes needs --ft-tasks or --supervised-tasks"),
                            (["--ft-tasks", "RTE", "--fs-sizes", "32,x"], "--fs-sizes wants comma-separated"),
                            (["--ft-tasks", "RTE", "--fs-sizes", "0"], "--fs-sizes wants comma-separated"),
                            (["--ft-tasks", "RTE", "--fs-sizes", "8", "--fs-draws", "1"],
                             "--fs-draws must be at least 2"),
                            (["--ft-tasks", "RTE", "--ft-seeds", "0", "--supervised-tasks", ""],
                             "--ft-seeds 0 with --ft-tasks measures nothing"),
-                           (["--ft-seeds", "0"], "--ft-seeds 0: the supervised phase is judged"),
+                           (["--ft-seeds", "0"], "--ft-seeds 0 leaves the supervised phase unjudged"),
                            (["--ft-seeds", "-1"], "--ft-seeds must be >= 0")):
         proc = run_script("reproduce_verdict.py", "--quick", "--out-dir", tmp_path / "v", *extra)
         err = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -423,8 +424,8 @@ def test_reproduce_verdict_init_from_refuses_bad_input(tiny_bert, tmp_path):
 def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
     out = tmp_path / "verdict"
     proc = run_script("reproduce_verdict.py", "--quick", "--out-dir", out, "--init-from", tiny_bert,
-                      "--nsp", "0", "--supervised-tasks", "", "--ft-tasks", "RTE", "--fs-sizes", "8",
-                      "--extras", "0", "--jobs", "2")
+                      "--nsp", "0", "--supervised-tasks", "SST-2", "--heldout-tasks", "RTE",
+                      "--ft-tasks", "RTE", "--fs-sizes", "8", "--extras", "0", "--jobs", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the corpus is in the imported vocabulary
     for name in ("dict.txt", "tokenizer.json"):
@@ -472,6 +473,43 @@ def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
     assert result["glue_scores"]["fewshot-8"]["RTE"]["init"] == pytest.approx(
         sum(fewshot["init"]["RTE"].values()) / 2)
     assert "## GLUE: k = 1 (selected) against k = 0 at equal updates" in (out / "results.md").read_text()
+
+    # the supervised phase starts from the imported model itself, not from an MLM run
+    for seed in (1, 2):
+        for k in (0, 1):
+            command = (out / "supervised" / f"s{seed}-k{k}" / "command.sh").read_text()
+            assert f"--finetune-from-model {tiny_bert / 'model.pt'} " in command, command
+            assert "--restore-file" not in command and "--reset-optimizer" not in command
+            log = (out / "supervised" / f"s{seed}-k{k}" / "train.log").read_text()
+            assert f"loading pretrained model from {tiny_bert / 'model.pt'}" in log
+    # ... judged on the held-out task by fine-tuning and few-shot, the imported model beside it
+    sup = json.loads((out / "eval-supervised" / "results.json").read_text())
+    labels = [f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)] + ["init"]
+    assert [c["label"] for c in sup["checkpoints"]] == labels
+    assert sup["checkpoints"][-1]["path"] == str(tiny_bert / "model.pt")
+    sup_few = sup["measurements"]["fewshot"]["by_n"]["8"]["raw"]
+    assert set(sup_few) == set(labels) and all(set(sup_few[x]["RTE"]) == {"1", "2"} for x in labels)
+    assert set(sup["measurements"]["finetune"]["raw"]) == set(labels)
+    comparisons = result["supervised_comparisons"]
+    assert set(comparisons) == {"supervised, fine-tuned on RTE: seeds 1,2",
+                                "supervised, few-shot n = 8 on RTE: seeds 1,2"}
+    c = comparisons["supervised, few-shot n = 8 on RTE: seeds 1,2"]
+    for seed in ("1", "2"):
+        assert c["treatment_scores"][seed] == pytest.approx(sum(sup_few[f"s{seed}-sup-k1"]["RTE"].values()) / 2)
+        assert c["baseline_scores"][seed] == pytest.approx(sum(sup_few[f"s{seed}-sup-k0"]["RTE"].values()) / 2)
+    assert result["supervised_scores"]["fewshot-8"]["RTE"]["init"] == pytest.approx(
+        sum(sup_few["init"]["RTE"].values()) / 2)
+    # each supervised run's last validation on its own task (SST-2 dev), as its log has it
+    for seed in (1, 2):
+        for k in (0, 1):
+            valid = result["supervised_valid"][f"s{seed}-sup-k{k}"]
+            rows = [json.loads(line.split("| valid | ", 1)[1]) for line in
+                    (out / "supervised" / f"s{seed}-k{k}" / "train.log").read_text().splitlines()
+                    if "| valid | " in line]
+            assert valid["update"] == int(rows[-1]["valid_num_updates"]) == 4
+            assert valid["valid_SST-2_accuracy"] == float(rows[-1]["valid_SST-2_accuracy"])
+    md = (out / "results.md").read_text()
+    assert "updates from the imported model" in md and "valid_SST-2_accuracy" in md
 
 
 # --------------------------------------------------------------------------- #

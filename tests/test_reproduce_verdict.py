@@ -268,6 +268,10 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
         assert set(columns) == {"RTE", "STS-B", "average"}, label
     sup = result["supervised_comparisons"]
     assert set(sup) == {f"supervised, fine-tuned on {c}: seeds 1,2" for c in ("RTE", "STS-B", "average")}
+    # each supervised run's last validation on its own tasks' dev sets
+    assert set(result["supervised_valid"]) == set(sup_raw)
+    for row in result["supervised_valid"].values():
+        assert row["update"] == 4 and {f"valid_{x}_accuracy" for x in ("SST-2", "MRPC", "CoLA")} <= set(row)
     c = sup["supervised, fine-tuned on average: seeds 1,2"]
     assert c["mean"] == pytest.approx(statistics.fmean(
         statistics.fmean(sup_raw[f"s{x}-sup-k1"]["average"].values())

@@ -24,13 +24,14 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
 5. supervised unless ``--supervised-tasks`` is empty: those GLUE tasks binarized
              with the corpus dictionary (scripts/prepare_glue.py) -> OUT/glue, and
              ``meta_sentence_prediction`` on them with k = 0 and the selected k = 1,
-             both from s{seed}-k0 at U, for every seed          -> OUT/supervised
+             both from s{seed}-k0 at U (with --init-from: from the imported model),
+             for every seed                                     -> OUT/supervised
 6. evaluate  :func:`fairseq_meta.evaluation.evaluate`: adaptation on every
              pre-training checkpoint (-> OUT/eval); with ``--ft-tasks``, GLUE
              fine-tuning and few-shot (``--fs-sizes``) of the equal-updates pairs and
-             the imported model (-> OUT/eval-glue); fine-tuning of the supervised
-             checkpoints on ``--heldout-tasks`` (-> OUT/eval-supervised); resumable
-             per unit
+             the imported model (-> OUT/eval-glue); the same measurements of the
+             supervised checkpoints (and the imported model) on ``--heldout-tasks``
+             (-> OUT/eval-supervised); resumable per unit
 7. report    sweep table, verdict comparisons paired by pre-training seed
              (:mod:`fairseq_meta.evaluation.verdict`) for MLM, MLM + NSP, GLUE and
              the supervised phase, and two plots
@@ -50,15 +51,16 @@ import time
 from ...run.threads import intra_op_threads, thread_env
 from ..experiment import run_parallel
 from .evaluate_runs import (  # noqa: F401
-    checkpoints_to_evaluate, nsp_checkpoints_to_evaluate, stage_evaluate, stage_evaluate_supervised,
+    checkpoints_to_evaluate, measurements, nsp_checkpoints_to_evaluate, stage_evaluate, stage_evaluate_supervised,
     supervised_checkpoints,
 )
 from .report import (  # noqa: F401
-    nsp_comparisons, supervised_comparisons, sweep_rows, tokens_at, verdict_comparisons, write_report,
+    nsp_comparisons, supervised_comparisons, supervised_training, sweep_rows, tokens_at, verdict_comparisons,
+    write_report,
 )
 from .runs import (  # noqa: F401
     after_selection_runs, all_seeds, describe, device_flags, inner_flags, meta_steps, nsp_runs, run_name,
-    stage_data, stage_glue, supervised_cmd, sweep_runs, train_cmd,
+    stage_data, stage_glue, supervised_cmd, supervised_start, sweep_runs, train_cmd, vocabulary_files,
 )
 from .settings import MODES, PRECONDITIONERS, SUMMARY_WINDOW, VerdictExperiment, cli, settings_for  # noqa: F401
 from .sweep import read_log, read_run_log, select, stage_select  # noqa: F401

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from .. import experiment
 from .runs import (
-    after_selection_runs, all_seeds, data_tokenizer, describe, meta_steps, nsp_runs, run_name, sweep_runs,
+    after_selection_runs, all_seeds, describe, meta_steps, nsp_runs, run_name, sweep_runs,
+    vocabulary_files,
 )
 from .settings import cli
 
@@ -46,28 +47,34 @@ def nsp_checkpoints_to_evaluate(exp, selected):
 
 
 def supervised_checkpoints(exp):
-    """[(label, path)]: ``s{seed}-sup-k{k}`` for every seed, k = 0 and the selected k = 1."""
+    """[(label, path)]: ``s{seed}-sup-k{k}`` for every seed, k = 0 and the selected k = 1,
+    and with --init-from the imported model (``init``, where both phases started)."""
     if not exp.derived["supervised_tasks"]:
         return []
-    return [(f"s{seed}-sup-k{k}", exp.out / "supervised" / f"s{seed}-k{k}" / "checkpoints"
-             / "checkpoint_last.pt") for seed in all_seeds(exp) for k in (0, 1)]
+    items = [(f"s{seed}-sup-k{k}", exp.out / "supervised" / f"s{seed}-k{k}" / "checkpoints"
+              / "checkpoint_last.pt") for seed in all_seeds(exp) for k in (0, 1)]
+    if exp.derived.get("init"):
+        items.append((INIT_LABEL, exp.derived["init"]["model"]))
+    return items
 
 
 def stage_evaluate_supervised(exp):
-    """Fine-tuning (evaluate's measurement 1) of the supervised checkpoints on the
-    held-out tasks -> OUT/eval-supervised."""
+    """Fine-tuning and/or few-shot (:func:`measurements`) of the supervised checkpoints
+    on the held-out tasks -> OUT/eval-supervised."""
     from ...evaluation import Settings, evaluate
 
     s = exp.settings
     items = [f"{label}={path}" for label, path in supervised_checkpoints(exp)]
     settings = Settings(
-        checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=["finetune"],
+        checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=measurements(exp),
         glue_dir=str(Path(exp.data_root) / "glue"), tasks=exp.derived["heldout_tasks"],
-        dict_path=str(exp.out / "data" / "dict.txt"), tokenizer=str(data_tokenizer(exp)),
-        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=s["ft_seeds"], ft_epochs=s["ft_epochs"], ft_lr=s["ft_lr"],
-        ft_max_train=s["ft_max_train"], jobs=exp.jobs)
-    cli.log(f"evaluate: {len(items)} supervised checkpoints x {len(exp.derived['heldout_tasks'])} "
-            f"held-out tasks x {s['ft_seeds']} fine-tuning seeds -> {exp.out / 'eval-supervised'}")
+        dict_path=str(vocabulary_files(exp)[0]), tokenizer=str(vocabulary_files(exp)[1]),
+        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
+        ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
+        fs_draws=s["fs_draws"], jobs=exp.jobs)
+    cli.log(f"evaluate: {len(items)} supervised checkpoints on the held-out "
+            f"{', '.join(exp.derived['heldout_tasks'])} ({describe_measurements(exp)}) -> "
+            f"{exp.out / 'eval-supervised'}")
     evaluate(settings, log=cli.log)
 
 
@@ -87,12 +94,23 @@ def glue_checkpoints(exp, selected):
     return items
 
 
-def glue_measurements(exp):
-    """evaluate's GLUE measurements that the settings ask for."""
-    if not exp.derived.get("ft_tasks"):
-        return []
+def measurements(exp):
+    """evaluate's GLUE measurements that the settings ask for: ``finetune`` unless
+    --ft-seeds 0, ``fewshot`` with --fs-sizes."""
     return (["finetune"] if exp.settings["ft_seeds"] else []) + (
         ["fewshot"] if exp.derived["fs_size_list"] else [])
+
+
+def describe_measurements(exp):
+    s = exp.settings
+    return ", ".join(f"fine-tuning x {s['ft_seeds']} seeds" if m == "finetune" else
+                     f"few-shot n = {','.join(map(str, exp.derived['fs_size_list']))} x {s['fs_draws']} draws"
+                     for m in measurements(exp))
+
+
+def glue_measurements(exp):
+    """The GLUE measurements of the pre-training checkpoints: none without --ft-tasks."""
+    return measurements(exp) if exp.derived.get("ft_tasks") else []
 
 
 def stage_evaluate(exp, selected):
@@ -116,18 +134,15 @@ def stage_evaluate(exp, selected):
         ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs)
     cli.log(f"evaluate: {len(items)} checkpoints x {s['ad_seeds']} adaptation seeds -> {exp.out / 'eval'}")
     evaluate(settings, log=cli.log)
-    measurements = glue_measurements(exp)
-    if not measurements:
+    if not glue_measurements(exp):
         return
     ft_tasks, glue = exp.derived["ft_tasks"], glue_checkpoints(exp, selected)
     settings = Settings(
         checkpoints=[f"{label}={path}" for label, path in glue], out_dir=str(exp.out / "eval-glue"),
-        measurements=measurements, glue_dir=str(Path(exp.data_root) / "glue"), tasks=ft_tasks,
+        measurements=glue_measurements(exp), glue_dir=str(Path(exp.data_root) / "glue"), tasks=ft_tasks,
         glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
         ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
         fs_draws=s["fs_draws"], jobs=exp.jobs)
-    cli.log(f"evaluate: {len(glue)} checkpoints on {', '.join(ft_tasks)} ("
-            + ", ".join(f"fine-tuning x {s['ft_seeds']} seeds" if m == "finetune" else
-                        f"few-shot n = {','.join(map(str, exp.derived['fs_size_list']))} x {s['fs_draws']} draws"
-                        for m in measurements) + f") -> {exp.out / 'eval-glue'}")
+    cli.log(f"evaluate: {len(glue)} checkpoints on {', '.join(ft_tasks)} ({describe_measurements(exp)}) "
+            f"-> {exp.out / 'eval-glue'}")
     evaluate(settings, log=cli.log)

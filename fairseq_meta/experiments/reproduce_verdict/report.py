@@ -2,7 +2,9 @@
 import json
 
 from ...errors import MetaConfigError
-from .evaluate_runs import INIT_LABEL, checkpoints_to_evaluate, glue_measurements, nsp_checkpoints_to_evaluate
+from .evaluate_runs import (
+    INIT_LABEL, checkpoints_to_evaluate, glue_measurements, measurements, nsp_checkpoints_to_evaluate,
+)
 from .runs import all_seeds, run_name
 from .settings import SUMMARY_WINDOW
 from .sweep import read_run_log
@@ -108,58 +110,104 @@ def nsp_comparisons(exp, raw, column, valid):
     return tables
 
 
-def supervised_comparisons(exp):
-    """{name: compare}: the supervised phase with the selected k = 1 − with k = 0, paired by
-    pre-training seed, fine-tuned on each held-out task and their average (points)."""
-    from ...evaluation import verdict
-
-    path = exp.out / "eval-supervised" / "results.json"
-    if not path.is_file():
-        raise MetaConfigError(f"{path} not found: the supervised evaluation has not run yet")
-    raw = verdict.load_raw([path], "finetune")
-    seeds = [str(x) for x in all_seeds(exp)]
-    heldout = exp.derived["heldout_tasks"]
-    columns = heldout + (["average"] if len(heldout) > 1 else [])
-    return {f"supervised, fine-tuned on {col}: seeds {','.join(seeds)}": verdict.compare(
-                verdict.checkpoint_scores(raw, col), "s{seed}-sup-k1", "s{seed}-sup-k0", seeds)
-            for col in columns}
-
-
-def glue_measurement_names(exp):
-    """The verdict.load_raw names of the GLUE measurements: finetune, fewshot-N."""
+def measurement_names(exp, chosen):
+    """The verdict.load_raw names of evaluate's GLUE measurements ``chosen``: finetune, fewshot-N."""
     names = []
-    for m in glue_measurements(exp):
+    for m in chosen:
         names += [m] if m == "finetune" else [f"fewshot-{n}" for n in exp.derived["fs_size_list"]]
     return names
 
 
-def glue_comparisons(exp):
-    """(comparisons, scores) of the GLUE measurements of OUT/eval-glue: per measurement
-    (fine-tuning, few-shot at each n) and column (each task, the average), the selected
-    k = 1 − k = 0 at equal updates paired by pre-training seed ({name: compare}), and
-    {measurement: {column: {"k0", "k1"[, "init"]: mean score}}}. Empty without --ft-tasks."""
+def _columns(tasks):
+    return tasks + (["average"] if len(tasks) > 1 else [])
+
+
+def _glue_tables(path, names, columns, seeds, label, key):
+    """(comparisons, scores) of the GLUE measurements ``names`` of ``path`` (an evaluate
+    results.json): per measurement and column, ``label(seed, "k1")`` − ``label(seed, "k0")``
+    paired by pre-training seed ({key(name, column): compare}), and
+    {name: {column: {"k0", "k1"[, "init"]: mean score over seeds}}}."""
     from ...evaluation import stats, verdict
 
-    names = glue_measurement_names(exp)
-    if not names:
-        return {}, {}
-    path = exp.out / "eval-glue" / "results.json"
     if not path.is_file():
         raise MetaConfigError(f"{path} not found: the GLUE evaluation has not run yet")
-    seeds = [str(x) for x in all_seeds(exp)]
-    columns = exp.derived["ft_tasks"] + (["average"] if len(exp.derived["ft_tasks"]) > 1 else [])
     comparisons, scores = {}, {}
     for name in names:
         raw = verdict.load_raw([path], name)
         for col in columns:
             per_label = verdict.checkpoint_scores(raw, col)
-            comparisons[f"{name}, {col}: equal updates ({exp.settings['updates']}), seeds "
-                        f"{','.join(seeds)}"] = verdict.compare(per_label, "s{seed}-k1", "s{seed}-k0", seeds)
-            row = {k: stats.summary([per_label[f"s{x}-{k}"] for x in seeds])["mean"] for k in ("k0", "k1")}
+            comparisons[key(name, col)] = verdict.compare(
+                per_label, label("{seed}", "k1"), label("{seed}", "k0"), seeds)
+            row = {k: stats.summary([per_label[label(x, k)] for x in seeds])["mean"] for k in ("k0", "k1")}
             if INIT_LABEL in per_label:
                 row["init"] = per_label[INIT_LABEL]
             scores.setdefault(name, {})[col] = row
     return comparisons, scores
+
+
+def supervised_comparisons(exp):
+    """(comparisons, scores): the supervised phase with the selected k = 1 − with k = 0,
+    paired by pre-training seed, on each held-out task and their average (points), per
+    measurement (fine-tuning, few-shot at each n), as :func:`_glue_tables`."""
+    def key(name, col):
+        how = "fine-tuned on" if name == "finetune" else f"few-shot n = {name.split('-')[1]} on"
+        return f"supervised, {how} {col}: seeds {','.join(seeds)}"
+
+    seeds = [str(x) for x in all_seeds(exp)]
+    return _glue_tables(exp.out / "eval-supervised" / "results.json", measurement_names(exp, measurements(exp)),
+                        _columns(exp.derived["heldout_tasks"]), seeds,
+                        lambda seed, k: f"s{seed}-sup-{k}", key)
+
+
+def supervised_training(exp):
+    """{s{seed}-sup-k{k}: {update, valid_<task>_accuracy (or _pearson) ...}}: the last
+    validation of each supervised run on its own tasks' dev sets (do both learn them?)."""
+    out = {}
+    for seed in all_seeds(exp):
+        for k in (0, 1):
+            valid = read_run_log(exp.out / "supervised" / f"s{seed}-k{k}" / "train.log")[1]
+            if not valid:
+                raise MetaConfigError(f"supervised run s{seed}-k{k} logged no validation")
+            update = max(valid)
+            row = {key: float(v) for key, v in valid[update].items()
+                   if key.startswith("valid_") and key.endswith(("_accuracy", "_pearson"))}
+            out[f"s{seed}-sup-k{k}"] = {"update": update, **row}
+    return out
+
+
+def glue_comparisons(exp):
+    """(comparisons, scores) of the GLUE measurements of OUT/eval-glue: the selected
+    k = 1 − k = 0 at equal updates, as :func:`_glue_tables`. Empty without --ft-tasks."""
+    names = measurement_names(exp, glue_measurements(exp))
+    if not names:
+        return {}, {}
+    seeds = [str(x) for x in all_seeds(exp)]
+    when = f"equal updates ({exp.settings['updates']}), seeds {','.join(seeds)}"
+    return _glue_tables(exp.out / "eval-glue" / "results.json", names, _columns(exp.derived["ft_tasks"]),
+                        seeds, lambda seed, k: f"s{seed}-{k}", lambda name, col: f"{name}, {col}: {when}")
+
+
+def _describe_glue(exp):
+    """How the GLUE measurements were run, for the report's text."""
+    s, parts = exp.settings, []
+    for m in measurements(exp):
+        if m == "finetune":
+            parts.append(f"`finetune`: {s['ft_seeds']} seed(s), {s['ft_epochs']} epochs, at most "
+                         f"{s['ft_max_train']} examples")
+        else:
+            parts.append(f"`fewshot-N`: N = {', '.join(map(str, exp.derived['fs_size_list']))} examples "
+                         f"per task, {s['fs_draws']} draws")
+    return "; ".join(parts)
+
+
+def _score_table(scores, has_init):
+    lines = ["| measurement | column | k = 0 | k = 1 |" + (" init |" if has_init else ""),
+             "|---|---|---:|---:|" + ("---:|" if has_init else "")]
+    for name, cols in scores.items():
+        for col, row in cols.items():
+            lines.append(f"| {name} | {col} | {row['k0']:.2f} | {row['k1']:.2f} |"
+                         + (f" {row['init']:.2f} |" if has_init else ""))
+    return lines
 
 
 def plot_headline_vs_tokens(path, points, column):
@@ -230,14 +278,16 @@ def write_report(exp, selected):
     sweep = sweep_rows(exp, selected, raw, column)
     comparisons = verdict_comparisons(exp, raw, column, valid_scores)
     nsp, nsp_accuracy = nsp_comparisons(exp, raw, column, valid_rows) if s["nsp"] else ({}, {})
-    supervised = supervised_comparisons(exp) if exp.derived["supervised_tasks"] else {}
+    supervised, supervised_scores = supervised_comparisons(exp) if exp.derived["supervised_tasks"] else ({}, {})
+    supervised_valid = supervised_training(exp) if exp.derived["supervised_tasks"] else {}
     glue, glue_scores = glue_comparisons(exp)
     headline = verdict.checkpoint_scores(raw, column)
     result = {"settings": {"quick": exp.quick, **s}, "selection": selection,
               "headline_column": column, "sweep": sweep, "tokens": tokens,
               "valid_loss": valid_scores, "headline_scores": headline, "comparisons": comparisons,
               "nsp_comparisons": nsp, "nsp_accuracy_comparisons": nsp_accuracy,
-              "supervised_comparisons": supervised, "glue_comparisons": glue, "glue_scores": glue_scores}
+              "supervised_comparisons": supervised, "supervised_scores": supervised_scores,
+              "supervised_valid": supervised_valid, "glue_comparisons": glue, "glue_scores": glue_scores}
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
 
     points = {}
@@ -292,32 +342,32 @@ def write_report(exp, selected):
                   "`tokens`) differ by a few per cent.", ""]
         lines += verdict.table(nsp, "bits") + ["", "NSP accuracy: higher is better.", ""]
         lines += verdict.table(nsp_accuracy, "points")
+    has_init = bool(exp.derived.get("init"))
+    init_note = " (init: the imported model itself)" if has_init else ""
     if glue:
         lines += ["", "## GLUE: k = 1 (selected) against k = 0 at equal updates", "",
-                  f"The checkpoints at U fine-tuned on {', '.join(exp.derived['ft_tasks'])} "
-                  "(scripts/evaluate.py: `finetune`, "
-                  f"{s['ft_seeds']} seed(s), {s['ft_epochs']} epochs, at most {s['ft_max_train']} "
-                  f"examples; `fewshot-N`: N examples per task, {s['fs_draws']} draws), paired by "
-                  "pre-training seed; per-run scores in eval-glue/results.md. Higher is better here.", ""]
+                  f"The checkpoints at U scored on {', '.join(exp.derived['ft_tasks'])} "
+                  f"(scripts/evaluate.py; {_describe_glue(exp)}), paired by pre-training seed; per-run "
+                  "scores in eval-glue/results.md. Higher is better here.", ""]
         lines += verdict.table(glue, "points")
-        has_init = any("init" in row for cols in glue_scores.values() for row in cols.values())
-        lines += ["", "Mean scores over pre-training seeds" + (" (init: the imported model itself)"
-                                                                if has_init else "") + ":", "",
-                  "| measurement | column | k = 0 | k = 1 |" + (" init |" if has_init else ""),
-                  "|---|---|---:|---:|" + ("---:|" if has_init else "")]
-        for name, cols in glue_scores.items():
-            for col, row in cols.items():
-                lines.append(f"| {name} | {col} | {row['k0']:.2f} | {row['k1']:.2f} |"
-                             + (f" {row['init']:.2f} |" if has_init else ""))
+        lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""] + _score_table(glue_scores, has_init)
     if supervised:
         sup = exp.derived["supervised_tasks"]
+        start = "the imported model" if has_init else "s{seed}-k0 at U"
         lines += ["", "## Supervised: meta_sentence_prediction with k = 1 (selected) against k = 0", "",
                   f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
-                  f"updates from s{{seed}}-k0 at U, then fine-tuned (scripts/evaluate.py, measurement 1, "
-                  f"{s['ft_seeds']} seed(s), {s['ft_epochs']} epochs) on the held-out "
-                  f"{', '.join(exp.derived['heldout_tasks'])}; per-task scores in "
+                  f"updates from {start}, then scored (scripts/evaluate.py; {_describe_glue(exp)}) on the "
+                  f"held-out {', '.join(exp.derived['heldout_tasks'])}; per-run scores in "
                   f"eval-supervised/results.md. Higher is better here.", ""]
         lines += verdict.table(supervised, "points")
+        lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""]
+        lines += _score_table(supervised_scores, has_init)
+        keys = sorted({key for row in supervised_valid.values() for key in row if key != "update"})
+        lines += ["", "Each supervised run on its own tasks' dev sets at its last update:", "",
+                  "| run | update | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+        for label, row in supervised_valid.items():
+            lines.append(f"| {label} | {row['update']} | "
+                         + " | ".join(_fmt(row.get(key), 2) for key in keys) + " |")
     lines += ["", "![headline against tokens](verdict_headline_vs_tokens.png)",
               "![adaptation gain per logged update](sweep_adaptation_gain.png)", ""]
     (out / "results.md").write_text("\n".join(lines))

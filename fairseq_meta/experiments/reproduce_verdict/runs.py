@@ -90,14 +90,30 @@ def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
     return (f"pretrain {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
 
 
+def supervised_start(exp, seed):
+    """Where the supervised phase of ``seed`` starts: with --init-from the imported model
+    itself (the start every run shares, as a user continues from a released encoder),
+    else s{seed}-k0 at U (a model trained from scratch needs its pre-training first)."""
+    if exp.derived.get("init"):
+        return exp.derived["init"]["model"]
+    return experiment.checkpoint_file(exp.out / "pretrain" / run_name(seed, 0) / "checkpoints",
+                                      exp.settings["updates"])
+
+
 def supervised_cmd(exp, seed, k, selected):
-    """meta_sentence_prediction on the supervised tasks from s{seed}-k0 at U, with k = 0
-    (``k`` 0) or the selected inner setting (``k`` 1: its own k, 2 for Reptile); its
-    checkpoint is ``checkpoint_last.pt``."""
+    """meta_sentence_prediction on the supervised tasks from :func:`supervised_start`,
+    with k = 0 (``k`` 0) or the selected inner setting (``k`` 1: its own k, 2 for
+    Reptile); its checkpoint is ``checkpoint_last.pt``."""
     s, out = exp.settings, exp.out
     run_dir = out / "supervised" / f"s{seed}-k{k}"
-    start = experiment.checkpoint_file(out / "pretrain" / run_name(seed, 0) / "checkpoints",
-                                       s["updates"])
+    start = supervised_start(exp, seed)
+    if exp.derived.get("init"):
+        # weights only, as the pre-training runs; a resumed run continues from its own
+        # checkpoint_last.pt (fairseq refuses --reset-* beside --finetune-from-model)
+        start_flags = ["--finetune-from-model", start]
+    else:
+        start_flags = ["--restore-file", start, "--reset-optimizer", "--reset-dataloader",
+                       "--reset-meters", "--reset-lr-scheduler"]
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
            "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
            "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
@@ -107,8 +123,7 @@ def supervised_cmd(exp, seed, k, selected):
            "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
            "--warmup-updates", max(1, s["supervised_updates"] // 10),
            "--max-update", s["supervised_updates"], "--num-workers", "0",
-           "--restore-file", start, "--reset-optimizer", "--reset-dataloader", "--reset-meters",
-           "--reset-lr-scheduler", "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
+           *start_flags, "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
            "--log-format", "json", "--log-interval", s["log_interval"], "--seed", seed,
            *device_flags(s)]
     return (f"supervised {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
@@ -160,9 +175,14 @@ def tokenizer_flags(exp):
     return ["--vocab-size", s["vocab_size"], "--spm-input-lines", s["spm_input_lines"]]
 
 
-def data_tokenizer(exp):
-    """The tokenizer file beside OUT/data that evaluate.py encodes with."""
-    return exp.out / "data" / ("tokenizer.json" if exp.derived.get("init") else "spm.model")
+def vocabulary_files(exp):
+    """(dict.txt, tokenizer) that GLUE is encoded with: with --init-from the imported
+    model's own (OUT/data holds copies of them), else the corpus's dict.txt and the
+    sentencepiece model trained on it (OUT/data)."""
+    init = exp.derived.get("init")
+    if init:
+        return init["dir"] / "dict.txt", init["dir"] / "tokenizer.json"
+    return exp.out / "data" / "dict.txt", exp.out / "data" / "spm.model"
 
 
 def stage_data(exp, env):
@@ -179,7 +199,7 @@ def stage_glue(exp, env):
     cmd = [sys.executable, REPO / "scripts" / "prepare_glue.py",
            "--glue-dir", Path(exp.data_root) / "glue",
            *(["--tokenizer-from", exp.derived["init"]["dir"]] if exp.derived.get("init") else
-             ["--spm-model", out / "data" / "spm.model", "--dict", out / "data" / "dict.txt"]),
+             ["--spm-model", vocabulary_files(exp)[1], "--dict", vocabulary_files(exp)[0]]),
            "--destdir", out / "glue", "--force",
            "--tasks", ",".join(exp.derived["supervised_tasks"]), "--workers", exp.jobs]
     if s["glue_max_rows"]:

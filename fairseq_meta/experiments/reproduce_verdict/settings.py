@@ -163,8 +163,9 @@ def _init_from(s, overrides):
 
 
 def _fewshot_sizes(s, ft_tasks, supervised):
-    """--fs-sizes as a sorted list; few-shot and --ft-seeds 0 need --ft-tasks, the
-    supervised phase's fine-tuning needs --ft-seeds >= 1."""
+    """--fs-sizes as a sorted list; few-shot needs tasks to run on (--ft-tasks, or the
+    supervised phase's held-out tasks); --ft-seeds 0 leaves fine-tuning out, so it needs
+    --fs-sizes wherever GLUE is measured."""
     text = s["fs_sizes"].strip()
     try:
         sizes = sorted({int(x) for x in text.split(",")}) if text else []
@@ -172,16 +173,17 @@ def _fewshot_sizes(s, ft_tasks, supervised):
         sizes = [0]
     if any(n < 1 for n in sizes):
         raise MetaConfigError(f"--fs-sizes wants comma-separated positive integers (got '{s['fs_sizes']}')")
-    if sizes and not ft_tasks:
-        raise MetaConfigError("--fs-sizes needs --ft-tasks (the GLUE tasks of the few-shot runs)")
+    if sizes and not (ft_tasks or supervised):
+        raise MetaConfigError("--fs-sizes needs --ft-tasks or --supervised-tasks (the few-shot runs are on "
+                              "the --ft-tasks and the supervised phase's --heldout-tasks)")
     if s["fs_draws"] < 2 and sizes:
         raise MetaConfigError(f"--fs-draws must be at least 2 (got {s['fs_draws']}): the paired "
                               "comparison needs a spread")
     if s["ft_seeds"] == 0 and ft_tasks and not sizes:
         raise MetaConfigError("--ft-seeds 0 with --ft-tasks measures nothing: give --fs-sizes")
-    if s["ft_seeds"] == 0 and supervised:
-        raise MetaConfigError("--ft-seeds 0: the supervised phase is judged by fine-tuning "
-                              "(give --ft-seeds >= 1, or --supervised-tasks '')")
+    if s["ft_seeds"] == 0 and supervised and not sizes:
+        raise MetaConfigError("--ft-seeds 0 leaves the supervised phase unjudged: give --ft-seeds >= 1 "
+                              "or --fs-sizes (or --supervised-tasks '')")
     return sizes
 
 
