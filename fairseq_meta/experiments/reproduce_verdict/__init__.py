@@ -60,7 +60,7 @@ from .report import (  # noqa: F401
 )
 from .runs import (  # noqa: F401
     after_selection_runs, all_seeds, describe, device_flags, inner_flags, meta_steps, nsp_runs, run_name,
-    stage_data, stage_glue, supervised_cmd, supervised_start, sweep_runs, train_cmd, vocabulary_files,
+    stage_data, stage_glue, supervised_cmd, supervised_start_flags, sweep_runs, train_cmd, vocabulary_files,
 )
 from .settings import MODES, PRECONDITIONERS, SUMMARY_WINDOW, VerdictExperiment, cli, settings_for  # noqa: F401
 from .sweep import read_log, read_run_log, select, stage_select  # noqa: F401

@@ -65,10 +65,11 @@ def stage_evaluate_supervised(exp):
 
     s = exp.settings
     items = [f"{label}={path}" for label, path in supervised_checkpoints(exp)]
+    dict_path, tokenizer = vocabulary_files(exp)
     settings = Settings(
         checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=measurements(exp),
         glue_dir=str(Path(exp.data_root) / "glue"), tasks=exp.derived["heldout_tasks"],
-        dict_path=str(vocabulary_files(exp)[0]), tokenizer=str(vocabulary_files(exp)[1]),
+        dict_path=str(dict_path), tokenizer=str(tokenizer),
         glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
         ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
         fs_draws=s["fs_draws"], jobs=exp.jobs)

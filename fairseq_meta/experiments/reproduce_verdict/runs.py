@@ -90,30 +90,28 @@ def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
     return (f"pretrain {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
 
 
-def supervised_start(exp, seed):
-    """Where the supervised phase of ``seed`` starts: with --init-from the imported model
-    itself (the start every run shares, as a user continues from a released encoder),
-    else s{seed}-k0 at U (a model trained from scratch needs its pre-training first)."""
-    if exp.derived.get("init"):
-        return exp.derived["init"]["model"]
-    return experiment.checkpoint_file(exp.out / "pretrain" / run_name(seed, 0) / "checkpoints",
-                                      exp.settings["updates"])
+def supervised_start_flags(exp, seed):
+    """Where the supervised phase of ``seed`` starts, as fairseq-train flags: with
+    --init-from the imported model itself (the start every run shares, as a user
+    continues from a released encoder), weights only, as the pre-training runs (a resumed
+    run continues from its own checkpoint_last.pt; fairseq refuses --reset-* beside
+    --finetune-from-model); else s{seed}-k0 at U (a model trained from scratch needs its
+    pre-training first), with a fresh optimizer, data order, meters and schedule."""
+    init = exp.derived.get("init")
+    if init:
+        return ["--finetune-from-model", init["model"]]
+    start = experiment.checkpoint_file(exp.out / "pretrain" / run_name(seed, 0) / "checkpoints",
+                                       exp.settings["updates"])
+    return ["--restore-file", start, "--reset-optimizer", "--reset-dataloader", "--reset-meters",
+            "--reset-lr-scheduler"]
 
 
 def supervised_cmd(exp, seed, k, selected):
-    """meta_sentence_prediction on the supervised tasks from :func:`supervised_start`,
+    """meta_sentence_prediction on the supervised tasks from :func:`supervised_start_flags`,
     with k = 0 (``k`` 0) or the selected inner setting (``k`` 1: its own k, 2 for
     Reptile); its checkpoint is ``checkpoint_last.pt``."""
     s, out = exp.settings, exp.out
     run_dir = out / "supervised" / f"s{seed}-k{k}"
-    start = supervised_start(exp, seed)
-    if exp.derived.get("init"):
-        # weights only, as the pre-training runs; a resumed run continues from its own
-        # checkpoint_last.pt (fairseq refuses --reset-* beside --finetune-from-model)
-        start_flags = ["--finetune-from-model", start]
-    else:
-        start_flags = ["--restore-file", start, "--reset-optimizer", "--reset-dataloader",
-                       "--reset-meters", "--reset-lr-scheduler"]
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
            "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
            "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
@@ -123,7 +121,7 @@ def supervised_cmd(exp, seed, k, selected):
            "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
            "--warmup-updates", max(1, s["supervised_updates"] // 10),
            "--max-update", s["supervised_updates"], "--num-workers", "0",
-           *start_flags, "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
+           *supervised_start_flags(exp, seed), "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
            "--log-format", "json", "--log-interval", s["log_interval"], "--seed", seed,
            *device_flags(s)]
     return (f"supervised {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
