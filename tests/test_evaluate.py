@@ -336,7 +336,10 @@ def test_bad_input(checkpoints, glue_dir, domain, spm_corpus, tmp_path):
         (dict(domain_train=str(tmp_path / "nope.txt"), measurements=["adaptation"]), "not found"),
         (dict(measurements=["vibes"]), "unknown measurement"),
         (dict(target_effect=0.0), "--target-effect must be > 0"),
+        (dict(device="gpu"), "--device must be cpu or cuda"),
     ]
+    if not torch.cuda.is_available():
+        cases.append((dict(device="cuda"), "--device cuda: torch sees no CUDA device"))
     for change, message in cases:
         settings = _settings(tmp_path, [good], glue_dir, domain, **change)
         with pytest.raises(MetaConfigError, match=message) as e:
@@ -361,6 +364,68 @@ def test_more_seeds_reuse_the_units_that_exist():
                           (dict(ad_lr=1e-3), "adaptation"), (dict(glue_max_rows=7), "probe")):
         other = dataclasses.replace(few, **changed)
         assert runner._key(few.part(kind)) != runner._key(other.part(kind)), changed
+
+
+def test_gpu_units_are_kept_apart_from_cpu_units():
+    """A unit computed on the GPU has another key than the same unit on the CPU (the
+    scores differ in the last digits); the CPU's keys are those without the option."""
+    import dataclasses
+
+    cpu = Settings(checkpoints=[], out_dir="out")
+    gpu = dataclasses.replace(cpu, device="cuda")
+    for kind in runner.MEASUREMENTS:
+        assert "device" not in cpu.part(kind), kind
+        assert gpu.part(kind) == {**cpu.part(kind), "device": "cuda"}, kind
+        assert runner._key(cpu.part(kind)) != runner._key(gpu.part(kind)), kind
+
+
+def test_finetuning_device_reaches_fairseq(checkpoints, prepared):
+    """--device is fairseq's common.cpu in the fine-tuning config (fp32 on either)."""
+    ck = inspect(checkpoints[1], "pre")
+    for device, cpu in (("cpu", True), ("cuda", False)):
+        cfg = glue_runs.run_config(ck, prepared / "RTE", glue.lookup("RTE"), 1, max_update=1, max_epoch=1,
+                                   lr=1e-5, batch_size=8, device=device)
+        assert cfg.common.cpu is cpu and cfg.common.fp16 is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_evaluation_matches_cpu(checkpoints, prepared, glue_dir, domain, tmp_path):
+    """On a GPU: the same encoder's dev outputs and masked-LM loss equal the CPU's
+    within float tolerance, and a --quick evaluation with --device cuda runs every
+    measurement and keeps its units apart from the CPU's."""
+    from fairseq import tasks
+
+    from fairseq_meta.evaluation import adaptation
+    from fairseq_meta.evaluation.model import load_dictionary, load_tokenizer, read_text_blocks
+
+    ck = inspect(checkpoints[1], "pre")
+    cfg = glue_runs.run_config(ck, prepared / "RTE", glue.lookup("RTE"), 1, max_update=1, max_epoch=1,
+                               lr=1e-5, batch_size=8)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    model, dictionary = load_encoder(ck)
+    head = "check"
+    model.register_classification_head(head, num_classes=2)
+    blocks, _ = read_text_blocks(domain / "eval.txt", load_tokenizer(ck.tokenizer, ck.dict_path),
+                                 load_dictionary(ck.dict_path), ck.model["max_positions"] - 1)
+    eval_set = adaptation.make_eval_set(blocks, dictionary, 8)
+    on_cpu = glue_runs.predict(model, task, task.dataset("valid"), head)[0], adaptation.evaluate(model, eval_set)
+    model.cuda()
+    on_gpu = glue_runs.predict(model, task, task.dataset("valid"), head)[0], adaptation.evaluate(model, eval_set)
+    np.testing.assert_allclose(on_gpu[0], on_cpu[0], rtol=1e-4, atol=1e-4)
+    assert on_gpu[1] == pytest.approx(on_cpu[1], rel=1e-4)
+
+    import dataclasses
+
+    measured = ["fewshot", "probe", "adaptation"]
+    settings = _settings(tmp_path, list(checkpoints), glue_dir, domain, device="cuda", measurements=measured)
+    report = evaluate(settings)
+    assert all(report["measurements"][m] for m in measured)
+    assert report["settings"]["device"] == "cuda"
+    keys = {p.parent.name for p in (tmp_path / "out" / "units").rglob("*.json")}
+    cpu = dataclasses.replace(settings, device="cpu")
+    assert keys == {f"{k}-{runner._key(settings.part(k))}" for k in measured}
+    assert not keys & {f"{k}-{runner._key(cpu.part(k))}" for k in measured}
 
 
 # --------------------------------------------------------------------------- #

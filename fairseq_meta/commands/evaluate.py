@@ -68,6 +68,9 @@ def build_argparser():
                    help="the effect (score points) the comparisons should detect; the report gives "
                         "the seeds or draws each needs for it (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="units run side by side, one thread each")
+    p.add_argument("--device", default=d.device,
+                   help="cpu or cuda: where every unit runs, in fp32; GPU units are kept apart from "
+                        "CPU units (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
     return p
 

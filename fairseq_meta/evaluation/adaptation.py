@@ -49,13 +49,15 @@ def mask_blocks(blocks, rng, dictionary, mask_prob=0.15, random_prob=0.1, keep_p
 
 
 def mlm_loss_sum(model, targets, inputs, mask):
-    """(summed cross-entropy in nats over the masked tokens, their count) of a batch."""
+    """(summed cross-entropy in nats over the masked tokens, their count) of a batch,
+    on the model's device."""
     import torch
     import torch.nn.functional as F
 
-    targets, inputs, mask = (torch.as_tensor(a) for a in (targets, inputs, mask))
+    device = next(model.parameters()).device
+    targets, inputs, mask = (torch.as_tensor(a, device=device) for a in (targets, inputs, mask))
     if not mask.any():
-        return torch.zeros(()), 0
+        return torch.zeros((), device=device), 0
     logits = model(inputs, masked_tokens=mask)[0]
     loss = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
     return loss, int(mask.sum())

@@ -47,17 +47,18 @@ def compose_config(config_dir, config_name, overrides):
 
 
 def run_overrides(checkpoint, task_dir, seed, *, max_update, max_epoch, lr, batch_size,
-                  warmup_ratio=0.06):
+                  warmup_ratio=0.06, device="cpu"):
     """The hydra overrides of one fine-tuning run of ``checkpoint`` (a
     :class:`~fairseq_meta.evaluation.model.Checkpoint`): what
-    ``scripts/finetune_glue.py`` passes, plus the budget, and no checkpoint files."""
+    ``scripts/finetune_glue.py`` passes, plus the budget, the device (``cpu`` or
+    ``cuda``; fp32 on either) and no checkpoint files."""
     return [
         f"task.data={task_dir}",
         f"common.user_dir={USER_DIR}",
         f"checkpoint.restore_file={checkpoint.path}",
         f"common.seed={seed}",
         *model_overrides({"model": checkpoint.model}),
-        "common.cpu=true", "common.fp16=false",
+        f"common.cpu={str(device == 'cpu').lower()}", "common.fp16=false",
         "dataset.num_workers=0",
         f"optimization.max_update={max_update}",
         f"optimization.max_epoch={max_epoch}",
@@ -134,8 +135,11 @@ def label_values(task, record, num_classes):
 
 def predict(model, task, dataset, head, batch_size=64):
     """(raw outputs [n, classes], targets [n]) of a classification/regression head
-    over a fairseq sentence_prediction dataset, in dataset order."""
+    over a fairseq sentence_prediction dataset, in dataset order, on the model's device."""
     import torch
+    from fairseq import utils
+
+    device = next(model.parameters()).device
 
     outs, targets = [], []
     was_training = model.training
@@ -143,9 +147,9 @@ def predict(model, task, dataset, head, batch_size=64):
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             sample = dataset.collater([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            logits, _ = model(**sample["net_input"], features_only=True,
-                              classification_head_name=head)
-            outs.append(logits.float().numpy())
+            net_input = utils.apply_to_sample(lambda t: t.to(device), sample["net_input"])
+            logits, _ = model(**net_input, features_only=True, classification_head_name=head)
+            outs.append(logits.float().cpu().numpy())
             targets.append(sample["target"].view(-1).numpy())
     model.train(was_training)
     return np.concatenate(outs), np.concatenate(targets)
@@ -164,14 +168,14 @@ def score(record, outputs, targets, values):
 
 def finetune_run(checkpoint, task_dir, record, seed, *, epochs, lr, batch_size, min_updates=0,
                  train_indices=None, config_dir=DEFAULT_CONFIG_DIR, eval_every_epoch=True,
-                 keep_model=False):
+                 keep_model=False, device="cpu"):
     """Fine-tune ``checkpoint`` on ``record`` (data in ``task_dir``) with ``seed``
     for ``epochs`` epochs over the training examples (``train_indices`` if given,
     else all), at least ``min_updates`` updates; score the dev split.
 
     Returns {score, metrics, constant (one class predicted), updates,
     epochs (per-epoch dev scores), n_train}; with ``keep_model`` also the
-    final weights (model_state)."""
+    final weights (model_state, on the CPU)."""
     from fairseq import metrics, tasks, utils
     from fairseq.data import iterators
     from fairseq.trainer import Trainer
@@ -185,7 +189,7 @@ def finetune_run(checkpoint, task_dir, record, seed, *, epochs, lr, batch_size, 
     max_update = max(min_updates, per_epoch * epochs)
     max_epoch = math.ceil(max_update / per_epoch)
     cfg = run_config(checkpoint, task_dir, record, seed, max_update=max_update, max_epoch=max_epoch,
-                     lr=lr, batch_size=batch_size, config_dir=config_dir)
+                     lr=lr, batch_size=batch_size, config_dir=config_dir, device=device)
 
     # fairseq_meta itself is the user dir, imported already (the checkpoint loader)
     metrics.reset()
@@ -235,5 +239,5 @@ def finetune_run(checkpoint, task_dir, record, seed, *, epochs, lr, batch_size, 
            "updates": trainer.get_num_updates(), "epochs": per_epoch_scores, "n_train": n_train,
            "n_dev": len(valid)}
     if keep_model:
-        out["model_state"] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        out["model_state"] = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
     return out

@@ -28,16 +28,17 @@ def sentence_features(model, dataset, batch_size=64):
     import torch
 
     pad = model.encoder.sentence_encoder.padding_idx
+    device = next(model.parameters()).device
     feats, targets = [], []
     model.eval()
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             sample = dataset.collater([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            tokens = sample["net_input"]["src_tokens"]
+            tokens = sample["net_input"]["src_tokens"].to(device)
             x, _ = model(tokens, features_only=True)
             keep = (tokens != pad).unsqueeze(-1).to(x.dtype)
             mean = (x * keep).sum(1) / keep.sum(1)
-            feats.append(torch.cat([x[:, 0], mean], dim=-1).double().numpy())
+            feats.append(torch.cat([x[:, 0], mean], dim=-1).double().cpu().numpy())
             targets.append(sample["target"].view(-1).numpy())
     return np.concatenate(feats), np.concatenate(targets)
 

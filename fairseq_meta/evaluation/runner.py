@@ -76,6 +76,8 @@ class Settings:
     # gives the seeds / draws each comparison needs for it
     target_effect: float = 1.0
     jobs: int = 1
+    # where every unit runs: "cpu" or "cuda" (fp32 on either)
+    device: str = "cpu"
     quick: bool = False
 
     def apply_quick(self):
@@ -89,13 +91,16 @@ class Settings:
     def part(self, kind):
         """The settings a unit of ``kind`` depends on (its cache key)."""
         common = {"glue_max_rows": self.glue_max_rows, "config_dir": self.config_dir}
+        # a GPU's scores are not the CPU's to the last digit, so they are other units;
+        # the CPU's keys are the ones written before the option existed
+        device = {} if self.device == "cpu" else {"device": self.device}
         prefix = {"finetune": "ft_", "fewshot": "fs_", "probe": "probe_", "adaptation": "ad_"}[kind]
         # how many seeds/draws is not part of a unit: more of them reuse the ones that exist
         own = {k: v for k, v in asdict(self).items() if k.startswith(prefix) and k not in COUNTS}
         if kind == "adaptation":
-            own.update(domain_train=self.domain_train, domain_eval=self.domain_eval)
+            own.update(domain_train=self.domain_train, domain_eval=self.domain_eval, **device)
             return own
-        return {**common, **own}
+        return {**common, **own, **device}
 
 
 def _key(obj):
@@ -153,6 +158,13 @@ def check(settings, log=_quiet):
     for name in ("ft_seeds", "fs_draws", "ad_seeds", "jobs", "ft_epochs", "fs_epochs"):
         if getattr(settings, name) < 1:
             raise MetaConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    if settings.device not in ("cpu", "cuda"):
+        raise MetaConfigError(f"--device must be cpu or cuda (got '{settings.device}')")
+    if settings.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MetaConfigError("--device cuda: torch sees no CUDA device (use --device cpu)")
     if not settings.target_effect > 0:
         raise MetaConfigError("--target-effect must be > 0 (score points)")
     if "fewshot" in settings.measurements and settings.fs_draws < 2:
@@ -265,19 +277,22 @@ def run_unit(settings, ck, unit, task_dir):
         idx = subset_indices(_n_train(task_dir), settings.ft_max_train, seed=0)
         res = glue_runs.finetune_run(ck, task_dir, record, unit["seed"], epochs=settings.ft_epochs,
                                      lr=settings.ft_lr, batch_size=settings.ft_batch_size,
-                                     train_indices=idx, config_dir=settings.config_dir)
+                                     train_indices=idx, config_dir=settings.config_dir,
+                                     device=settings.device)
     elif kind == "fewshot":
         idx = fewshot_indices(record.name, _n_train(task_dir), unit["n"], unit["draw"])
         res = glue_runs.finetune_run(ck, task_dir, record, unit["draw"], epochs=settings.fs_epochs,
                                      lr=settings.fs_lr, batch_size=settings.fs_batch_size,
                                      min_updates=settings.fs_min_updates, train_indices=idx,
-                                     config_dir=settings.config_dir, eval_every_epoch=False)
+                                     config_dir=settings.config_dir, eval_every_epoch=False,
+                                     device=settings.device)
         res["train_indices"] = idx.tolist()
     elif kind == "probe":
         from .model import load_encoder
         from .probe import probe_task
 
         model, _ = load_encoder(ck)
+        model.to(settings.device)
         idx = subset_indices(_n_train(task_dir), settings.probe_max_train, seed=0)
         res = probe_task(ck, model, task_dir, record, idx)
     else:
@@ -286,6 +301,7 @@ def run_unit(settings, ck, unit, task_dir):
 
         dictionary, train, eval_set, info = _domain(settings, ck)
         model, _ = load_encoder(ck, dictionary)
+        model.to(settings.device)
         curve = adapt(model, dictionary, train, eval_set, unit["seed"], steps=settings.ad_steps,
                       lr=settings.ad_lr, batch_size=settings.ad_batch_size)
         res = {"bits": {str(t): v for t, v in curve.items()}, **info}

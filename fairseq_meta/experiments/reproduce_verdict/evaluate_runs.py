@@ -72,7 +72,7 @@ def stage_evaluate_supervised(exp):
         dict_path=str(dict_path), tokenizer=str(tokenizer),
         glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
         ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
-        fs_draws=s["fs_draws"], jobs=exp.jobs)
+        fs_draws=s["fs_draws"], jobs=exp.jobs, device=s["device"])
     cli.log(f"evaluate: {len(items)} supervised checkpoints on the held-out "
             f"{', '.join(exp.derived['heldout_tasks'])} ({describe_measurements(exp)}) -> "
             f"{exp.out / 'eval-supervised'}")
@@ -132,7 +132,8 @@ def stage_evaluate(exp, selected):
         checkpoints=items, out_dir=str(exp.out / "eval"), measurements=["adaptation"],
         domain_train=str(exp.derived["domain"]["valid"]), domain_eval=str(exp.derived["domain"]["test"]),
         ad_steps=exp.derived["ad_step_list"], ad_seeds=s["ad_seeds"], ad_lr=s["ad_lr"],
-        ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs)
+        ad_batch_size=s["ad_batch_size"], ad_eval_blocks=s["ad_eval_blocks"], jobs=exp.jobs,
+        device=s["device"])
     cli.log(f"evaluate: {len(items)} checkpoints x {s['ad_seeds']} adaptation seeds -> {exp.out / 'eval'}")
     evaluate(settings, log=cli.log)
     if not glue_measurements(exp):
@@ -143,7 +144,7 @@ def stage_evaluate(exp, selected):
         measurements=glue_measurements(exp), glue_dir=str(Path(exp.data_root) / "glue"), tasks=ft_tasks,
         glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
         ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
-        fs_draws=s["fs_draws"], jobs=exp.jobs)
+        fs_draws=s["fs_draws"], jobs=exp.jobs, device=s["device"])
     cli.log(f"evaluate: {len(glue)} checkpoints on {', '.join(ft_tasks)} ({describe_measurements(exp)}) "
             f"-> {exp.out / 'eval-glue'}")
     evaluate(settings, log=cli.log)

@@ -194,10 +194,11 @@ def stage_data(exp, env):
 def stage_glue(exp, env):
     """The supervised tasks binarized with the pre-training dictionary -> OUT/glue."""
     s, out = exp.settings, exp.out
+    dict_path, tokenizer = vocabulary_files(exp)
     cmd = [sys.executable, REPO / "scripts" / "prepare_glue.py",
            "--glue-dir", Path(exp.data_root) / "glue",
            *(["--tokenizer-from", exp.derived["init"]["dir"]] if exp.derived.get("init") else
-             ["--spm-model", vocabulary_files(exp)[1], "--dict", vocabulary_files(exp)[0]]),
+             ["--spm-model", tokenizer, "--dict", dict_path]),
            "--destdir", out / "glue", "--force",
            "--tasks", ",".join(exp.derived["supervised_tasks"]), "--workers", exp.jobs]
     if s["glue_max_rows"]:
