@@ -338,6 +338,13 @@ def test_the_sweep_can_select_reptile_and_a_learned_inner_step(tmp_path):
     assert flags[flags.index("--meta-train-steps") + 1] == "2"
     runs = ve.after_selection_runs(exp, by_name["learned0.01"])
     assert (s["sweep_seed"], 1, by_name["learned0.01"], "second") in runs
+    # what is queued behind the sweep is what every selection runs at k = 0
+    for nsp in (0, 1):
+        exp.settings = {**s, "nsp": nsp}
+        for x in by_name.values():
+            after = ve.after_selection_runs(exp, x) + ve.nsp_runs(exp, x)
+            assert ve.selection_free_runs(exp) == [r for r in after if r[1] == 0], (nsp, x["name"])
+    exp.settings = s
     # --extras 0: no k = 2 or second-order run, the fresh seeds' pairs unchanged
     s_no, derived_no = ve.settings_for(True, dict(sgd_inner_lrs="0.1", adam_inner_lrs="",
                                                   learned_inner_lrs="0.01", extras=0), SHARED_DATA)

@@ -13,6 +13,8 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
              ``checkpoint_interval``, so U and 2U exist) and k = 1 first order for
              every inner setting (plain SGD α, Adam-preconditioned α, learned α;
              Reptile at k = 2, the same 2 mini-batches an update) to U updates
+             (behind them in the queue, the runs of stage 4 that do not depend on the
+             selection: k = 0 of the fresh seeds, and of every seed with NSP)
 3. select    among the first-order sweep runs, the lowest validation loss at θ
              (``valid_loss`` of the ``| valid |`` log records) at the largest
              validation update that every one of them reached; ties go to the
@@ -60,7 +62,8 @@ from .report import (  # noqa: F401
 )
 from .runs import (  # noqa: F401
     after_selection_runs, all_seeds, describe, device_flags, inner_flags, meta_steps, nsp_runs, run_name,
-    stage_data, stage_glue, supervised_cmd, supervised_start_flags, sweep_runs, train_cmd, vocabulary_files,
+    selection_free_runs, stage_data, stage_glue, supervised_cmd, supervised_start_flags, sweep_runs, train_cmd,
+    vocabulary_files,
 )
 from .settings import MODES, PRECONDITIONERS, SUMMARY_WINDOW, VerdictExperiment, cli, settings_for  # noqa: F401
 from .sweep import read_log, read_run_log, select, stage_select  # noqa: F401
@@ -75,11 +78,12 @@ def run(exp, report_only=False):
     start = time.time()
     if not report_only:
         stage_data(exp, env)
-        run_parallel([train_cmd(exp, *r) for r in sweep_runs(exp)], exp.jobs, env)
+        free = selection_free_runs(exp)
+        run_parallel([train_cmd(exp, *r) for r in sweep_runs(exp) + free], exp.jobs, env)
     selected = stage_select(exp)
     if not report_only:
         run_parallel([train_cmd(exp, *r) for r in after_selection_runs(exp, selected)
-                      + nsp_runs(exp, selected)], exp.jobs, env)
+                      + nsp_runs(exp, selected) if r not in free], exp.jobs, env)
         if exp.derived["supervised_tasks"]:
             stage_glue(exp, env)
             run_parallel([supervised_cmd(exp, seed, k, selected) for seed in all_seeds(exp)

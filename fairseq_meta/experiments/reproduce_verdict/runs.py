@@ -151,6 +151,15 @@ def after_selection_runs(exp, selected):
     return runs
 
 
+def selection_free_runs(exp):
+    """The runs after the selection that do not depend on it: k = 0 of every fresh seed
+    and, with --nsp 1, MLM + NSP k = 0 of every seed. They are queued behind the sweep,
+    so that a core the sweep leaves idle (its runs differ in length) takes one."""
+    fresh = [(seed, 0, None, "first") for seed in exp.derived["fresh_seeds"]]
+    nsp = [(seed, 0, None, "first", "nsp") for seed in all_seeds(exp)] if exp.settings["nsp"] else []
+    return fresh + nsp
+
+
 def all_seeds(exp):
     return [exp.settings["sweep_seed"]] + exp.derived["fresh_seeds"]
 
