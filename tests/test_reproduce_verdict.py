@@ -13,6 +13,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from conftest import HANG_GUARD_S, REPO, SHARED_DATA
 from fairseq_meta.experiments import experiment, reproduce_verdict as ve
@@ -144,6 +145,20 @@ def test_bad_input_on_the_command_line_is_one_line_and_creates_nothing(tmp_path)
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
     assert err[0].startswith("reproduce_verdict.py: error: corpus") and "not found" in err[0]
     assert not out.exists()
+
+
+@needs_data
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no GPU")
+def test_device_cuda_without_a_gpu_is_refused_before_anything_runs(tmp_path):
+    out = tmp_path / "out"
+    proc = _run("--quick", "--out-dir", out, "--device", "cuda")
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert "--device cuda: torch sees no CUDA device" in err[0]
+    assert not out.exists()
+    # the settings themselves are valid: a GPU run's report can be rebuilt here
+    settings, _ = ve.settings_for(True, dict(device="cuda", fp16=1), SHARED_DATA)
+    assert settings["device"] == "cuda"
 
 
 # --------------------------------------------------------------------------- #

@@ -60,6 +60,10 @@ def main(argv=None):
     if missing:
         raise MetaConfigError(f"the evaluation and plots need {', '.join(missing)}: "
                               "pip install -e '.[repro]'")
+    if not args.report_only:
+        from ..evaluation.runner import check_device
+
+        check_device(settings["device"])
     experiment.check_settings_file(exp)
     ve.run(exp, report_only=args.report_only)
     return 0

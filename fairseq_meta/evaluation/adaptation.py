@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from .model import device_of
+
 STEPS = (0, 1, 4, 16, 64)
 
 
@@ -54,7 +56,7 @@ def mlm_loss_sum(model, targets, inputs, mask):
     import torch
     import torch.nn.functional as F
 
-    device = next(model.parameters()).device
+    device = device_of(model)
     targets, inputs, mask = (torch.as_tensor(a, device=device) for a in (targets, inputs, mask))
     if not mask.any():
         return torch.zeros((), device=device), 0

@@ -22,6 +22,7 @@ import numpy as np
 from ..prep import glue
 from ..errors import MetaConfigError
 from ..run.finetune import DEFAULT_CONFIG_DIR, USER_DIR, model_overrides
+from .model import device_of
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def predict(model, task, dataset, head, batch_size=64):
     import torch
     from fairseq import utils
 
-    device = next(model.parameters()).device
+    device = device_of(model)
 
     outs, targets = [], []
     was_training = model.training

@@ -139,6 +139,11 @@ def load_dictionary(dict_path):
     return dictionary
 
 
+def device_of(model):
+    """Where ``model``'s weights are, so where its batches go (--device)."""
+    return next(model.parameters()).device
+
+
 class _Vocab:
     """What RobertaModel.build_model reads from a task."""
 

@@ -18,6 +18,7 @@ resamples for every checkpoint (paired).
 import numpy as np
 
 from .glue_runs import label_values, run_config
+from .model import device_of
 
 CS = np.logspace(-3, 3, 7)
 ALPHAS = np.logspace(-2, 4, 7)
@@ -28,7 +29,7 @@ def sentence_features(model, dataset, batch_size=64):
     import torch
 
     pad = model.encoder.sentence_encoder.padding_idx
-    device = next(model.parameters()).device
+    device = device_of(model)
     feats, targets = [], []
     model.eval()
     with torch.no_grad():

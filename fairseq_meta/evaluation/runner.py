@@ -110,6 +110,19 @@ def _key(obj):
 # --------------------------------------------------------------------------- #
 # Checks (all before anything is written)
 # --------------------------------------------------------------------------- #
+def check_device(device, need_gpu=True):
+    """Refuse a device other than cpu or cuda and, with ``need_gpu``, cuda where torch
+    sees no GPU. reproduce_verdict checks with it too, before hours of training (and
+    without ``need_gpu`` for --report-only, which may rebuild a GPU run's report here)."""
+    if device not in ("cpu", "cuda"):
+        raise MetaConfigError(f"--device must be cpu or cuda (got '{device}')")
+    if device == "cuda" and need_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MetaConfigError("--device cuda: torch sees no CUDA device (use --device cpu)")
+
+
 def parse_checkpoint_args(items):
     out, seen = [], set()
     for item in items:
@@ -158,13 +171,7 @@ def check(settings, log=_quiet):
     for name in ("ft_seeds", "fs_draws", "ad_seeds", "jobs", "ft_epochs", "fs_epochs"):
         if getattr(settings, name) < 1:
             raise MetaConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    if settings.device not in ("cpu", "cuda"):
-        raise MetaConfigError(f"--device must be cpu or cuda (got '{settings.device}')")
-    if settings.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MetaConfigError("--device cuda: torch sees no CUDA device (use --device cpu)")
+    check_device(settings.device)
     if not settings.target_effect > 0:
         raise MetaConfigError("--target-effect must be > 0 (score points)")
     if "fewshot" in settings.measurements and settings.fs_draws < 2:

@@ -85,8 +85,9 @@ def settings_for(quick, overrides, data_root):
     for key in ["lr", "ad_lr", "supervised_lr", "ft_lr"]:
         if not s[key] > 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be positive (got {s[key]})")
-    if s["device"] not in ("cpu", "cuda"):
-        raise MetaConfigError(f"--device must be cpu or cuda (got '{s['device']}')")
+    from ...evaluation.runner import check_device
+
+    check_device(s["device"], need_gpu=False)  # the GPU itself: main(), unless --report-only
     for key in ["dropout", "weight_decay"]:
         if not 0 <= s[key] < 1:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be in [0, 1) (got {s[key]})")
