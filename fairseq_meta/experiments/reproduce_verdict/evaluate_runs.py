@@ -61,22 +61,30 @@ def supervised_checkpoints(exp):
 def stage_evaluate_supervised(exp):
     """Fine-tuning and/or few-shot (:func:`measurements`) of the supervised checkpoints
     on the held-out tasks -> OUT/eval-supervised."""
-    from ...evaluation import Settings, evaluate
+    from ...evaluation import evaluate
 
-    s = exp.settings
     items = [f"{label}={path}" for label, path in supervised_checkpoints(exp)]
     dict_path, tokenizer = vocabulary_files(exp)
-    settings = Settings(
-        checkpoints=items, out_dir=str(exp.out / "eval-supervised"), measurements=measurements(exp),
-        glue_dir=str(Path(exp.data_root) / "glue"), tasks=exp.derived["heldout_tasks"],
-        dict_path=str(dict_path), tokenizer=str(tokenizer),
-        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
-        ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
-        fs_draws=s["fs_draws"], jobs=exp.jobs, device=s["device"])
+    settings = glue_settings(exp, items, "eval-supervised", measurements(exp), exp.derived["heldout_tasks"],
+                             dict_path=str(dict_path), tokenizer=str(tokenizer))
     cli.log(f"evaluate: {len(items)} supervised checkpoints on the held-out "
             f"{', '.join(exp.derived['heldout_tasks'])} ({describe_measurements(exp)}) -> "
             f"{exp.out / 'eval-supervised'}")
     evaluate(settings, log=cli.log)
+
+
+def glue_settings(exp, checkpoints, out_name, measured, tasks, **extra):
+    """evaluate's Settings for fine-tuning and/or few-shot of ``checkpoints`` on GLUE
+    ``tasks`` -> OUT/``out_name``; ``extra`` (the dictionary and tokenizer) is passed on."""
+    from ...evaluation import Settings
+
+    s = exp.settings
+    return Settings(
+        checkpoints=checkpoints, out_dir=str(exp.out / out_name), measurements=measured,
+        glue_dir=str(Path(exp.data_root) / "glue"), tasks=tasks, glue_max_rows=s["glue_max_rows"] or None,
+        ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"], ft_lr=s["ft_lr"],
+        ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"], fs_draws=s["fs_draws"],
+        jobs=exp.jobs, device=s["device"], **extra)
 
 
 def glue_checkpoints(exp, selected):
@@ -139,12 +147,8 @@ def stage_evaluate(exp, selected):
     if not glue_measurements(exp):
         return
     ft_tasks, glue = exp.derived["ft_tasks"], glue_checkpoints(exp, selected)
-    settings = Settings(
-        checkpoints=[f"{label}={path}" for label, path in glue], out_dir=str(exp.out / "eval-glue"),
-        measurements=glue_measurements(exp), glue_dir=str(Path(exp.data_root) / "glue"), tasks=ft_tasks,
-        glue_max_rows=s["glue_max_rows"] or None, ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"],
-        ft_lr=s["ft_lr"], ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"],
-        fs_draws=s["fs_draws"], jobs=exp.jobs, device=s["device"])
+    settings = glue_settings(exp, [f"{label}={path}" for label, path in glue], "eval-glue",
+                             glue_measurements(exp), ft_tasks)
     cli.log(f"evaluate: {len(glue)} checkpoints on {', '.join(ft_tasks)} ({describe_measurements(exp)}) "
             f"-> {exp.out / 'eval-glue'}")
     evaluate(settings, log=cli.log)

@@ -152,12 +152,13 @@ def after_selection_runs(exp, selected):
 
 
 def selection_free_runs(exp):
-    """The runs after the selection that do not depend on it: k = 0 of every fresh seed
-    and, with --nsp 1, MLM + NSP k = 0 of every seed. They are queued behind the sweep,
-    so that a core the sweep leaves idle (its runs differ in length) takes one."""
-    fresh = [(seed, 0, None, "first") for seed in exp.derived["fresh_seeds"]]
-    nsp = [(seed, 0, None, "first", "nsp") for seed in all_seeds(exp)] if exp.settings["nsp"] else []
-    return fresh + nsp
+    """The runs after the selection that do not depend on it: the k = 0 ones of
+    :func:`after_selection_runs` and :func:`nsp_runs` (every fresh seed's and, with
+    --nsp 1, every seed's MLM + NSP). They are queued behind the sweep, so that a core
+    the sweep leaves idle (its runs differ in length) takes one."""
+    any_selection = {}
+    return [run for run in after_selection_runs(exp, any_selection) + nsp_runs(exp, any_selection)
+            if run[1] == 0]
 
 
 def all_seeds(exp):
