@@ -5,6 +5,7 @@ bad input (nothing written), and the whole CLI end to end in --quick mode with
 resume."""
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -377,6 +378,29 @@ def test_gpu_units_are_kept_apart_from_cpu_units():
         assert "device" not in cpu.part(kind), kind
         assert gpu.part(kind) == {**cpu.part(kind), "device": "cuda"}, kind
         assert runner._key(cpu.part(kind)) != runner._key(gpu.part(kind)), kind
+
+
+def test_adaptation_block_tokens(checkpoints, glue_dir, domain, tmp_path):
+    """--ad-block-tokens: max positions - 1 measures exactly what the default does (and
+    the default keeps the keys written before the option); shorter blocks are another
+    measurement, with their own units; a length the checkpoints cannot take is refused."""
+    import dataclasses
+
+    ck = inspect(checkpoints[1], "pre")
+    longest = ck.model["max_positions"] - 1
+    base = _settings(tmp_path, [checkpoints[1]], glue_dir, domain, measurements=["adaptation"])
+    base.apply_quick()
+    same, short = (dataclasses.replace(base, ad_block_tokens=n) for n in (longest, longest // 2))
+    assert "ad_block_tokens" not in base.part("adaptation")
+    assert runner._key(short.part("adaptation")) != runner._key(base.part("adaptation"))
+    unit = {"kind": "adaptation", "seed": 1}
+    default, explicit, shorter = (runner.run_unit(s, ck, unit, None) for s in (base, same, short))
+    assert default["bits"] == explicit["bits"]
+    assert shorter["bits"] != default["bits"] and shorter["train_blocks"] > default["train_blocks"]
+    for bad in (0, longest + 1):
+        with pytest.raises(MetaConfigError, match=re.escape(f"--ad-block-tokens must be in [1, {longest}]")):
+            evaluate(dataclasses.replace(base, ad_block_tokens=bad))
+    assert not (tmp_path / "out").exists()
 
 
 def test_finetuning_device_reaches_fairseq(checkpoints, prepared):

@@ -450,6 +450,7 @@ def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
     assert all(c["tokenizer"] == str(out / "data" / "tokenizer.json") for c in ev["checkpoints"][:-1])
     assert ev["checkpoints"][-1]["tokenizer"] == str(tiny_bert / "tokenizer.json")
     assert set(ev["measurements"]) == {"adaptation"}
+    assert ev["settings"]["ad_block_tokens"] == 31  # the runs' 32-token blocks, not the 63 positions allow
     for label in labels:
         assert set(ev["measurements"]["adaptation"]["raw"][label]) == {"t=0", "t=1", "t=2"}
     # GLUE (fine-tuning and few-shot on RTE): the equal-updates pairs and the imported model

@@ -138,6 +138,15 @@ def test_no_supervised_phase_needs_no_held_out_tasks():
     assert derived["supervised_tasks"] == ["SST-2", "CoLA"]
 
 
+@needs_data
+def test_the_adaptation_headline_is_measured_on_the_pre_training_block_length():
+    s, derived = ve.settings_for(True, {}, SHARED_DATA)
+    exp = types.SimpleNamespace(settings=s, derived=derived)
+    assert ve.adaptation_block_tokens(exp) is None  # from scratch: max positions = tokens per sample
+    exp.derived = {**derived, "init": {"max_positions": 512}}  # an import's positions, 32-token runs
+    assert ve.adaptation_block_tokens(exp) == s["tokens_per_sample"] - 1 == 31
+
+
 def test_bad_input_on_the_command_line_is_one_line_and_creates_nothing(tmp_path):
     out = tmp_path / "out"
     proc = _run("--quick", "--out-dir", out, "--data-root", tmp_path / "nope")

@@ -64,6 +64,9 @@ def build_argparser():
     g.add_argument("--ad-lr", type=float, default=d.ad_lr)
     g.add_argument("--ad-batch-size", type=int, default=d.ad_batch_size)
     g.add_argument("--ad-eval-blocks", type=int, default=d.ad_eval_blocks)
+    g.add_argument("--ad-block-tokens", type=int, default=None,
+                   help="tokens per block (default: the checkpoint's max positions - 1); the block "
+                        "length the checkpoints were pre-trained on, where that is shorter")
     p.add_argument("--target-effect", type=float, default=d.target_effect,
                    help="the effect (score points) the comparisons should detect; the report gives "
                         "the seeds or draws each needs for it (default: %(default)s)")

@@ -7,8 +7,8 @@ alike:
 
 * text: a training file and an evaluation file of the domain, encoded with the
   checkpoint's sentencepiece model and dictionary, cut into blocks of
-  ``max_positions - 1`` tokens with ``<s>`` in front (``masked_lm`` with
-  ``--sample-break-mode none``);
+  ``max_positions - 1`` tokens, or ``--ad-block-tokens``, with ``<s>`` in front
+  (``masked_lm`` with ``--sample-break-mode none``);
 * evaluation set: the first ``eval_blocks`` blocks of the evaluation file, with
   one fixed masking (``mask_seed``), the same for every checkpoint and seed;
 * masking: BERT's (15% of the tokens after ``<s>``; of those 80% ``<mask>``,

@@ -136,7 +136,8 @@ def write_report(out_dir, report):
         steps = [f"t={t}" for t in s["ad_steps"]]
         lines += ["## 4. Adapting to a new domain", "",
                   f"Masked-LM loss (bits per masked token) on {s['ad_eval_blocks']} fixed, fixed-mask "
-                  f"blocks of `{s['domain_eval']}` after t Adam steps (lr {s['ad_lr']}, batch "
+                  f"blocks ({s.get('ad_block_tokens') or 'max positions − 1'} tokens) of "
+                  f"`{s['domain_eval']}` after t Adam steps (lr {s['ad_lr']}, batch "
                   f"{s['ad_batch_size']}) on `{s['domain_train']}`; {s['ad_seeds']} seeds.", ""]
         _seed_table(lines, m["adaptation"], labels, steps, 3)
     lines += ["## Time (seconds of unit work, summed; wall time is less with --jobs > 1)", "",

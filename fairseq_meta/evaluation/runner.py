@@ -72,6 +72,10 @@ class Settings:
     ad_lr: float = 5e-4
     ad_batch_size: int = 16
     ad_eval_blocks: int = 256
+    # tokens per block (<s> comes on top); None: the checkpoint's max_positions - 1.
+    # A run pre-trained on shorter blocks than its positions allow (continued
+    # pre-training of an import) is measured on the blocks it was trained on.
+    ad_block_tokens: int = None
     # the effect (score points) the paired comparisons should detect: the report
     # gives the seeds / draws each comparison needs for it
     target_effect: float = 1.0
@@ -98,6 +102,8 @@ class Settings:
         # how many seeds/draws is not part of a unit: more of them reuse the ones that exist
         own = {k: v for k, v in asdict(self).items() if k.startswith(prefix) and k not in COUNTS}
         if kind == "adaptation":
+            if self.ad_block_tokens is None:  # the keys written before the option
+                del own["ad_block_tokens"]
             own.update(domain_train=self.domain_train, domain_eval=self.domain_eval, **device)
             return own
         return {**common, **own, **device}
@@ -187,9 +193,14 @@ def check(settings, log=_quiet):
     if "adaptation" in settings.measurements:
         from .model import load_dictionary, load_tokenizer, read_text_blocks
 
+        if settings.ad_block_tokens is not None:
+            longest = min(c.model["max_positions"] for c in checkpoints) - 1
+            if not 1 <= settings.ad_block_tokens <= longest:
+                raise MetaConfigError(f"--ad-block-tokens must be in [1, {longest}] (max positions - 1 of "
+                                      f"the checkpoints; got {settings.ad_block_tokens})")
         for d, s in {(c.dict_path, c.tokenizer) for c in checkpoints}:
             sp, dictionary = load_tokenizer(s, d), load_dictionary(d)
-            block = next(c for c in checkpoints if c.dict_path == d).model["max_positions"] - 1
+            block = adaptation_block(settings, next(c for c in checkpoints if c.dict_path == d))
             for path in (settings.domain_train, settings.domain_eval):
                 read_text_blocks(path, sp, dictionary, block)
     return checkpoints, tasks
@@ -257,14 +268,19 @@ def unit_path(out_dir, settings, ck, unit):
 _CACHE = {}
 
 
+def adaptation_block(settings, ck):
+    """Tokens per adaptation block of ``ck`` (``<s>`` not counted)."""
+    return settings.ad_block_tokens or ck.model["max_positions"] - 1
+
+
 def _domain(settings, ck):
-    key = (ck.dict_path, ck.tokenizer, ck.model["max_positions"])
+    block = adaptation_block(settings, ck)
+    key = (ck.dict_path, ck.tokenizer, block)
     if key not in _CACHE:
         from .adaptation import make_eval_set
         from .model import load_dictionary, load_tokenizer, read_text_blocks
 
         sp, dictionary = load_tokenizer(ck.tokenizer, ck.dict_path), load_dictionary(ck.dict_path)
-        block = ck.model["max_positions"] - 1
         train, unk_train = read_text_blocks(settings.domain_train, sp, dictionary, block)
         evalb, unk_eval = read_text_blocks(settings.domain_eval, sp, dictionary, block)
         _CACHE[key] = (dictionary, train, make_eval_set(evalb, dictionary, settings.ad_eval_blocks),

@@ -53,8 +53,8 @@ import time
 from ...run.threads import intra_op_threads, thread_env
 from ..experiment import run_parallel
 from .evaluate_runs import (  # noqa: F401
-    checkpoints_to_evaluate, measurements, nsp_checkpoints_to_evaluate, stage_evaluate, stage_evaluate_supervised,
-    supervised_checkpoints,
+    adaptation_block_tokens, checkpoints_to_evaluate, measurements, nsp_checkpoints_to_evaluate, stage_evaluate,
+    stage_evaluate_supervised, supervised_checkpoints,
 )
 from .report import (  # noqa: F401
     nsp_comparisons, supervised_comparisons, supervised_training, sweep_rows, tokens_at, verdict_comparisons,
