@@ -191,18 +191,15 @@ def check(settings, log=_quiet):
     if set(settings.measurements) & {"finetune", "fewshot", "probe"}:
         tasks = check_glue(settings)
     if "adaptation" in settings.measurements:
-        from .model import load_dictionary, load_tokenizer, read_text_blocks
-
         if settings.ad_block_tokens is not None:
             longest = min(c.model["max_positions"] for c in checkpoints) - 1
             if not 1 <= settings.ad_block_tokens <= longest:
                 raise MetaConfigError(f"--ad-block-tokens must be in [1, {longest}] (max positions - 1 of "
                                       f"the checkpoints; got {settings.ad_block_tokens})")
-        for d, s in {(c.dict_path, c.tokenizer) for c in checkpoints}:
-            sp, dictionary = load_tokenizer(s, d), load_dictionary(d)
-            block = adaptation_block(settings, next(c for c in checkpoints if c.dict_path == d))
-            for path in (settings.domain_train, settings.domain_eval):
-                read_text_blocks(path, sp, dictionary, block)
+        for ck in checkpoints:
+            # the domain text as every unit of ck reads it, once per (vocabulary, block
+            # length); in-process units reuse it
+            _domain(settings, ck)
     return checkpoints, tasks
 
 

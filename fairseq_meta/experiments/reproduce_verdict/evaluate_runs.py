@@ -129,7 +129,7 @@ def adaptation_block_tokens(exp):
     and the 32-token runs of docs/results.md start 0.7-2.2 bits higher on WikiText-2's
     511-token blocks than on its 31-token ones: lengths they were never trained on."""
     block = exp.settings["tokens_per_sample"] - 1
-    return None if block == int(max_positions(exp)) - 1 else block
+    return None if block == max_positions(exp) - 1 else block
 
 
 def stage_evaluate(exp, selected):
