@@ -27,6 +27,8 @@ setup(
         "omegaconf>=2.1,<2.4",  # 2.1: the oc.select resolver (tasks/meta_task.py)
         "tensorboard",
         "numpy",
+        # the scripts stop their whole process tree on SIGTERM (fairseq_meta/run/cli.py)
+        "psutil>=5.7",
     ],
     extras_require={
         # transformers and protobuf for tests/test_export.py (the Hugging Face export);

@@ -1,10 +1,14 @@
 """Faults: a run killed with SIGKILL and resumed ends bit-identical to an
 uninterrupted one; a NaN in an inner step goes through fairseq's
-FloatingPointError path and the crash checkpoint holds θ, never θ_k."""
+FloatingPointError path and the crash checkpoint holds θ, never θ_k; a script
+stopped with SIGTERM leaves no process of its own behind."""
+import json
 import signal
 import subprocess
 import sys
+import textwrap
 
+import psutil
 import pytest
 import torch
 from conftest import (HANG_GUARD_S, META, TINY_ROBERTA, TRAIN_DEFAULTS, assert_same_weights, cli_env,
@@ -56,3 +60,77 @@ def test_nan_in_inner_step_saves_theta_in_crash_checkpoint(corpus, tmp_path, obj
     assert crash["optimizer_history"][-1]["num_updates"] == 0
     for name, w in crash["model"].items():
         assert torch.isfinite(w).all() and w.abs().max() < 10, f"θ_k saved in crash.pt: {name}"
+
+
+# A script's shape as evaluate --jobs 2 and reproduce_verdict have it: pool workers
+# (spawned) each running a subprocess, and a subprocess of the script itself.
+TREE_PROGRAM = textwrap.dedent("""
+    import json, signal, subprocess, time
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    import psutil
+    from fairseq_meta.run.cli import run
+
+    def main(argv):
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+            units = [pool.submit(subprocess.call, ["sleep", "3600"]) for _ in range(2)]
+            own = subprocess.Popen(["sleep", "3600"])
+            me = psutil.Process()
+            while len(me.children(recursive=True)) < 5:  # 2 workers, 2 sleeps below them, 1 own
+                time.sleep(0.1)
+            print(json.dumps([p.pid for p in me.children(recursive=True)]), flush=True)
+            [u.result() for u in units]
+        return 0
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a user's shell starts it
+    run("tree", main)
+""")
+
+
+def test_sigterm_stops_the_scripts_whole_process_tree(tmp_path):
+    # stderr to a file: a pipe would stay open as long as any leftover child holds it
+    stderr = tmp_path / "stderr"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", TREE_PROGRAM], stdout=subprocess.PIPE,
+                                stderr=err, text=True, env=cli_env())
+    try:
+        descendants = [psutil.Process(pid) for pid in json.loads(proc.stdout.readline())]
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=HANG_GUARD_S)
+        _, alive = psutil.wait_procs(descendants, timeout=60)
+        # a zombie waiting for an init that does not reap has run its course
+        assert [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+        assert code == 128 + signal.SIGTERM, stderr.read_text()
+    finally:
+        for p in [proc.pid] + [d.pid for d in locals().get("descendants", [])]:
+            try:
+                psutil.Process(p).kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def test_run_keeps_an_ignored_sigterm_ignored_and_restores_handlers():
+    from fairseq_meta.run.cli import run
+
+    seen = {}
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        def main(argv):
+            seen["during"] = signal.getsignal(signal.SIGTERM)
+            return 0
+
+        with pytest.raises(SystemExit):
+            run("x", main)
+        assert seen["during"] is signal.SIG_IGN
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        def main_default(argv):
+            seen["default"] = signal.getsignal(signal.SIGTERM)
+            return 0
+
+        with pytest.raises(SystemExit):
+            run("x", main_default)
+        assert seen["default"] not in (signal.SIG_DFL, signal.SIG_IGN)  # the tree stopper
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -5,7 +5,16 @@ A script is thin: it builds its argparse parser, then hands ``main`` to
 :func:`run`, which turns a :class:`~fairseq_meta.errors.MetaConfigError` into
 ``prog: error: message`` on stderr and exit status 2 (argparse's own status for
 bad input), with no traceback.
+
+A script's work runs in child processes it does not wait out: ``evaluate --jobs N``
+runs units in a process pool, ``reproduce_verdict`` runs fairseq-train and the
+fine-tuning runs as subprocesses. A ``kill PID`` reaches only the script, and
+without help those children outlive it (a pool worker finishes its unit, then
+sleeps forever; a fairseq-train keeps writing into a run directory that a
+resumed script starts a second trainer in). :func:`run` therefore stops the
+whole process tree on SIGTERM or SIGINT before it exits.
 """
+import signal
 import sys
 import time
 
@@ -26,11 +35,64 @@ class Cli:
         raise MetaConfigError(message)
 
 
+def stop_descendants(grace_s=10.0):
+    """SIGTERM every process below this one, then SIGKILL what is left after *grace_s*.
+
+    The tree is frozen first (SIGSTOP, re-listed until no new process appears) so that a
+    child forking at the wrong moment cannot leave a grandchild that is never signalled.
+    Returns the processes signalled."""
+    import psutil
+
+    me, frozen = psutil.Process(), []
+    while True:
+        new = [p for p in me.children(recursive=True) if p not in frozen]
+        if not new:
+            break
+        for p in new:
+            try:
+                p.suspend()
+            except psutil.NoSuchProcess:
+                pass
+        frozen += new
+    for p in frozen:
+        try:
+            p.terminate()
+            p.resume()  # a stopped process takes its SIGTERM only once continued
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(frozen, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return frozen
+
+
+def _stop_tree_and_exit(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
+    stop_descendants()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
 def run(prog, main, argv=None):
-    """``sys.exit(main(argv))``, with bad input reported as one line."""
+    """``sys.exit(main(argv))``, with bad input reported as one line, and SIGTERM or
+    SIGINT stopping every child process before the exit (status 128 + signal number)."""
+    # A signal the caller ignores (nohup, a background job of a non-interactive shell)
+    # stays ignored; only default handling is replaced.
+    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    before = {s: signal.getsignal(s) for s in defaults}
+    for s, default in defaults.items():
+        if before[s] is default:
+            signal.signal(s, _stop_tree_and_exit)
     try:
         code = main(argv)
     except MetaConfigError as e:
         sys.stderr.write(f"{prog}: error: {e}\n")
         code = 2
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
     sys.exit(code or 0)
