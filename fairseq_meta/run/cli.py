@@ -16,6 +16,7 @@ whole process tree on SIGTERM or SIGINT before it exits.
 """
 import signal
 import sys
+import threading
 import time
 
 from ..errors import MetaConfigError
@@ -27,8 +28,11 @@ class Cli:
     def __init__(self, prog):
         self.prog = prog
 
+    _lock = threading.Lock()  # steps run in threads; print() writes text and newline apart
+
     def log(self, message):
-        print(f"[{self.prog}] {time.strftime('%H:%M:%S')} {message}", flush=True)
+        with self._lock:
+            print(f"[{self.prog}] {time.strftime('%H:%M:%S')} {message}", flush=True)
 
     @staticmethod
     def fail(message):
