@@ -25,10 +25,10 @@ from ..errors import MetaConfigError
 class Cli:
     """Logging and failing for one program, named as its users call it."""
 
+    _lock = threading.Lock()  # steps run in threads; print() writes text and newline apart
+
     def __init__(self, prog):
         self.prog = prog
-
-    _lock = threading.Lock()  # steps run in threads; print() writes text and newline apart
 
     def log(self, message):
         with self._lock:
@@ -47,9 +47,17 @@ def stop_descendants(grace_s=10.0):
     Returns the processes signalled."""
     import psutil
 
+    def ours(p):
+        # multiprocessing's resource tracker ignores SIGTERM by design and exits by itself,
+        # reclaiming what its clients leaked, once they are gone
+        try:
+            return "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
+        except psutil.Error:
+            return False
+
     me, frozen = psutil.Process(), []
     while True:
-        new = [p for p in me.children(recursive=True) if p not in frozen]
+        new = [p for p in me.children(recursive=True) if p not in frozen and ours(p)]
         if not new:
             break
         for p in new:
@@ -64,7 +72,16 @@ def stop_descendants(grace_s=10.0):
             p.resume()  # a stopped process takes its SIGTERM only once continued
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(frozen, timeout=grace_s)
+    def running(p):  # a zombie has ended: an init that does not reap would keep it forever
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    alive, deadline = frozen, time.monotonic() + grace_s
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if running(p)]
     for p in alive:
         try:
             p.kill()
