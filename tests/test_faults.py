@@ -100,6 +100,7 @@ def test_a_signal_stops_the_scripts_whole_process_tree(tmp_path, sig, code):
     with open(stderr, "w") as err:
         proc = subprocess.Popen([sys.executable, "-c", TREE_PROGRAM], stdout=subprocess.PIPE,
                                 stderr=err, text=True, env=cli_env())
+    descendants = []
     try:
         descendants = [psutil.Process(pid) for pid in json.loads(proc.stdout.readline())]
         proc.send_signal(sig)
@@ -109,7 +110,7 @@ def test_a_signal_stops_the_scripts_whole_process_tree(tmp_path, sig, code):
         assert [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
         assert got == code, stderr.read_text()
     finally:
-        for p in [proc.pid] + [d.pid for d in locals().get("descendants", [])]:
+        for p in [proc.pid] + [d.pid for d in descendants]:
             try:
                 psutil.Process(p).kill()
             except psutil.NoSuchProcess:

@@ -55,6 +55,12 @@ def stop_descendants(grace_s=10.0):
         except psutil.Error:
             return False
 
+    def running(p):  # a zombie has ended: an init that does not reap would keep it forever
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
     me, frozen = psutil.Process(), []
     while True:
         new = [p for p in me.children(recursive=True) if p not in frozen and ours(p)]
@@ -72,12 +78,6 @@ def stop_descendants(grace_s=10.0):
             p.resume()  # a stopped process takes its SIGTERM only once continued
         except psutil.NoSuchProcess:
             pass
-    def running(p):  # a zombie has ended: an init that does not reap would keep it forever
-        try:
-            return p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
     alive, deadline = frozen, time.monotonic() + grace_s
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
