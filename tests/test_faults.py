@@ -76,7 +76,9 @@ TREE_PROGRAM = textwrap.dedent("""
             units = [pool.submit(subprocess.call, ["sleep", "3600"]) for _ in range(2)]
             own = subprocess.Popen(["sleep", "3600"])
             me = psutil.Process()
-            while len(me.children(recursive=True)) < 5:  # 2 workers, 2 sleeps below them, 1 own
+            # by name: a count of all children would also count multiprocessing's resource
+            # tracker and could stop before a worker's sleep has started
+            while sum(p.name() == "sleep" for p in me.children(recursive=True)) < 3:
                 time.sleep(0.1)
             print(json.dumps([p.pid for p in me.children(recursive=True)]), flush=True)
             [u.result() for u in units]
