@@ -99,8 +99,11 @@ def test_meta_training_over_three_tasks_logs_each_task(glue, tmp_path):
     for key in ("meta_train_loss", "meta_test_loss", "RTE_accuracy", "SST-2_accuracy", "STS-B_pearson",
                 "meta_train_RTE_loss"):
         assert f"{key}=" in last, (key, last)
+    assert "_mcc" not in last  # a dev-set score: validation only
     valid = [line for line in log.splitlines() if "valid on 'valid'" in line][-1]
-    assert "RTE_accuracy" in valid and "STS-B_loss" in valid
+    for key in ("RTE_accuracy", "RTE_mcc", "SST-2_mcc", "STS-B_loss", "STS-B_pearson"):
+        assert f"| {key} " in valid, (key, valid)
+    assert "confusion" not in log and "_sxy" not in log  # the summed statistics stay hidden
     heads = {k.split(".")[1] for k in model_weights(tmp_path / "checkpoint_last.pt") if k.startswith("classification_heads.")}
     assert heads == {"RTE", "SST-2", "STS-B"}
 
@@ -129,6 +132,82 @@ def test_starts_from_meta_masked_lm_and_feeds_sentence_prediction(corpus, glue, 
     assert f"Loaded checkpoint {tmp_path / 'sup' / 'checkpoint_last.pt'}" in proc.stdout + proc.stderr
     valid = [line for line in (proc.stdout + proc.stderr).splitlines() if "valid on 'valid'" in line]
     assert valid and re.search(r"accuracy \d", valid[-1])
+
+
+def _reduced(logging_outputs_per_batch):
+    """What fairseq's validation prints: reduce_metrics once per batch inside one
+    aggregation (Trainer.valid_step), smoothed at the end."""
+    from fairseq.logging import metrics
+
+    from fairseq_meta.criterions.meta_sentence_prediction import MetaSentencePredictionCriterion
+
+    with metrics.aggregate(new_root=True) as agg:
+        for log in logging_outputs_per_batch:
+            MetaSentencePredictionCriterion.reduce_metrics([log])
+    return agg.get_smoothed_values()
+
+
+def test_validation_scores_are_over_the_whole_dev_set():
+    """MCC and Pearson's r of a dev set read in batches equal the scores of the whole
+    set (glue_metrics, an independent implementation), not a mean of per-batch scores."""
+    from fairseq_meta.prep import glue_metrics as gm
+
+    g = torch.Generator().manual_seed(0)
+    sizes = [7, 16, 16, 3]
+    labels = [torch.randint(0, 2, (n,), generator=g) for n in sizes]
+    # a classifier right about 70% of the time, 3 classes for the NLI-like task
+    preds = [torch.where(torch.rand(n, generator=g) < 0.7, y, 1 - y) for n, y in zip(sizes, labels)]
+    labels3 = [torch.randint(0, 3, (n,), generator=g) for n in sizes]
+    preds3 = [torch.where(torch.rand(n, generator=g) < 0.6, y, (y + 1) % 3) for n, y in zip(sizes, labels3)]
+    xs = [torch.randn(n, generator=g) for n in sizes]
+    ys = [x + torch.randn(x.shape, generator=g) for x in xs]
+    logs = []
+    for p, y, p3, y3, x, z in zip(preds, labels, preds3, labels3, xs, ys):
+        n = len(y)
+        log = {"loss": 1.0, "sample_size": 3 * n, "CoLA_count": n, "CoLA_loss": 1.0,
+               "CoLA_correct": (p == y).sum(), "MNLI_count": n, "MNLI_loss": 1.0,
+               "MNLI_correct": (p3 == y3).sum(), "STS-B_count": n, "STS-B_loss": 1.0,
+               "STS-B_sx": x.sum(), "STS-B_sy": z.sum(), "STS-B_sxx": (x * x).sum(),
+               "STS-B_syy": (z * z).sum(), "STS-B_sxy": (x * z).sum()}
+        log.update({f"CoLA_confusion_{a}_{b}": ((y == a) & (p == b)).sum() for a in range(2) for b in range(2)})
+        log.update({f"MNLI_confusion_{a}_{b}": ((y3 == a) & (p3 == b)).sum() for a in range(3) for b in range(3)})
+        logs.append(log)
+    values = _reduced(logs)
+    cat = torch.cat
+    assert values["CoLA_mcc"] == pytest.approx(100 * gm.matthews_corrcoef(cat(preds), cat(labels)), abs=0.005)
+    assert values["MNLI_mcc"] == pytest.approx(100 * gm.matthews_corrcoef(cat(preds3), cat(labels3)), abs=0.005)
+    assert values["STS-B_pearson"] == pytest.approx(gm.pearson(cat(xs), cat(ys)), abs=5e-5)
+    per_batch = sum(n * gm.matthews_corrcoef(p, y) for n, p, y in zip(sizes, preds, labels)) / sum(sizes)
+    assert abs(100 * per_batch - values["CoLA_mcc"]) > 1  # the two readings differ on this data
+    assert not any(key.startswith("_") for key in values)
+
+
+def test_majority_class_predictions_score_mcc_zero():
+    log = {"loss": 1.0, "sample_size": 10, "CoLA_count": 10, "CoLA_loss": 1.0, "CoLA_correct": 7,
+           "CoLA_confusion_0_0": 0, "CoLA_confusion_0_1": 3, "CoLA_confusion_1_0": 0, "CoLA_confusion_1_1": 7}
+    values = _reduced([log])
+    assert values["CoLA_accuracy"] == 70.0 and values["CoLA_mcc"] == 0.0
+
+
+def test_confusion_counts_come_from_the_heads_predictions():
+    from fairseq_meta.criterions.meta_sentence_prediction import MetaSentencePredictionCriterion
+
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.5], [-1.0, 1.0], [0.2, 0.1]])
+    target = torch.tensor([0, 1, 1, 1, 0])
+
+    class Head(torch.nn.Module):
+        def forward(self, src_tokens, features_only, classification_head_name):
+            assert classification_head_name == "CoLA" and features_only
+            return logits, None
+
+        def get_targets(self, sample, net_output):
+            return sample["target"]
+
+    counts = MetaSentencePredictionCriterion._confusion(None, "CoLA", Head(), {
+        "net_input": {"src_tokens": None}, "target": target})
+    # preds 0, 1, 0, 1, 0 against labels 0, 1, 1, 1, 0
+    assert {k: int(v) for k, v in counts.items()} == {
+        "CoLA_confusion_0_0": 2, "CoLA_confusion_0_1": 0, "CoLA_confusion_1_0": 1, "CoLA_confusion_1_1": 2}
 
 
 @pytest.mark.parametrize("case", ["unknown-task", "no-labels"])

@@ -124,6 +124,7 @@ def test_selection_errors_are_one_line():
     (dict(heldout_tasks=""), "--heldout-tasks is empty"),
     (dict(supervised_updates=0), "--supervised-updates must be a positive integer"),
     (dict(glue_max_rows=-1), "--glue-max-rows must be >= 0"),
+    (dict(supervised_sampling_alpha=-0.5), "--supervised-sampling-alpha must be >= 0"),
 ])
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(MetaConfigError, match=re.escape(message)):
@@ -136,6 +137,31 @@ def test_no_supervised_phase_needs_no_held_out_tasks():
     assert derived["supervised_tasks"] == derived["heldout_tasks"] == []
     _, derived = ve.settings_for(True, dict(supervised_tasks="sst2, cola"), SHARED_DATA)
     assert derived["supervised_tasks"] == ["SST-2", "CoLA"]
+
+
+@needs_data
+def test_supervised_task_sampling_is_a_setting_and_older_outs_read_as_its_old_value(tmp_path):
+    """--supervised-sampling-alpha reaches fairseq-train; an OUT made before the setting
+    existed (its settings.json lacks it) was made with 0.5, the value then hard-coded."""
+    def experiment_with(**overrides):
+        s, derived = ve.settings_for(True, overrides, SHARED_DATA)
+        return ve.VerdictExperiment(out=tmp_path / "out", settings=s, derived=derived, quick=True,
+                                    jobs=1, data_root=SHARED_DATA)
+
+    selected = ve.SWEEP_KINDS["sgd"] | {"alpha": 0.1, "name": "sgd-0.1"}
+    for alpha in (0.0, 0.5):
+        exp = experiment_with(supervised_sampling_alpha=alpha)
+        exp.derived["init"] = {"model": "model.pt", "flags": [], "max_positions": 32}  # no pre-training needed
+        cmd = [str(x) for x in ve.supervised_cmd(exp, 1, 0, selected)[1]]
+        assert cmd[cmd.index("--task-sampling-alpha") + 1] == str(alpha)
+    experiment.check_settings_file(experiment_with(), added=ve.ADDED_SETTINGS)
+    path = tmp_path / "out" / "settings.json"
+    before = json.loads(path.read_text())
+    del before["supervised_sampling_alpha"]
+    path.write_text(json.dumps(before))
+    experiment.check_settings_file(experiment_with(supervised_sampling_alpha=0.5), added=ve.ADDED_SETTINGS)
+    with pytest.raises(MetaConfigError, match=re.escape("other settings (supervised_sampling_alpha)")):
+        experiment.check_settings_file(experiment_with(supervised_sampling_alpha=0.0), added=ve.ADDED_SETTINGS)
 
 
 @needs_data
@@ -295,7 +321,8 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
     # each supervised run's last validation on its own tasks' dev sets
     assert set(result["supervised_valid"]) == set(sup_raw)
     for row in result["supervised_valid"].values():
-        assert row["update"] == 4 and {f"valid_{x}_accuracy" for x in ("SST-2", "MRPC", "CoLA")} <= set(row)
+        assert row["update"] == 4 and {f"valid_{x}_{m}" for x in ("SST-2", "MRPC", "CoLA")
+                                       for m in ("accuracy", "mcc")} <= set(row)
     c = sup["supervised, fine-tuned on average: seeds 1,2"]
     assert c["mean"] == pytest.approx(statistics.fmean(
         statistics.fmean(sup_raw[f"s{x}-sup-k1"]["average"].values())

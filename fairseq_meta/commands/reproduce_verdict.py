@@ -64,7 +64,7 @@ def main(argv=None):
         from ..evaluation.runner import check_device
 
         check_device(settings["device"])
-    experiment.check_settings_file(exp)
+    experiment.check_settings_file(exp, added=ve.ADDED_SETTINGS)
     ve.run(exp, report_only=args.report_only)
     return 0
 

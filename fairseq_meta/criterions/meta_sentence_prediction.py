@@ -1,5 +1,6 @@
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -27,7 +28,10 @@ class MetaSentencePredictionCriterion(FairseqCriterion):
     Logs per task: ``<task>_loss`` and ``<task>_accuracy`` (classification) or
     ``<task>_pearson`` (regression, from summed statistics so that it aggregates
     across workers), and their ``meta_train_`` counterparts for the first
-    meta-train batch before adaptation.
+    meta-train batch before adaptation. In validation, classification tasks also log
+    ``<task>_mcc`` (Matthews correlation × 100, multi-class form, from a summed
+    confusion matrix): CoLA's GLUE metric, and the one that tells a head that learned
+    from one that predicts the majority class (MCC 0), which accuracy does not.
     """
 
     def __init__(self, cfg, task):
@@ -54,11 +58,24 @@ class MetaSentencePredictionCriterion(FairseqCriterion):
             log[f"{name}_count"] = task_size
             if "ncorrect" in task_log:
                 log[f"{name}_correct"] = task_log["ncorrect"]
+                if not model.training:
+                    log.update(self._confusion(name, model, batch))
             else:  # regression: sufficient statistics of Pearson's r
                 log.update(self._pearson_stats(name, model, batch))
         log["loss"] = loss.data
         log["sample_size"] = sample_size
         return loss, sample_size, log
+
+    def _confusion(self, name, model, batch):
+        # One scalar per cell, as fairseq all-reduces scalars only; the predictions
+        # again, without grad, as in _pearson_stats.
+        with torch.no_grad():
+            logits, _ = model(**batch["net_input"], features_only=True, classification_head_name=name)
+        preds = logits.argmax(dim=-1).view(-1)
+        targets = model.get_targets(batch, [logits]).view(-1)
+        classes = logits.size(-1)
+        return {f"{name}_confusion_{y}_{p}": ((targets == y) & (preds == p)).sum()
+                for y in range(classes) for p in range(classes)}
 
     def _pearson_stats(self, name, model, batch):
         # The head's outputs again, without grad: the stock criterion does not
@@ -91,13 +108,16 @@ class MetaSentencePredictionCriterion(FairseqCriterion):
                 metrics.log_scalar(f"{key}_loss", total(f"{key}_loss") / n / math.log(2), n, round=3)
                 if any(f"{key}_correct" in log for log in logging_outputs):
                     metrics.log_scalar(f"{key}_accuracy", 100.0 * total(f"{key}_correct") / n, n, round=1)
+                    cells = [k for k in {k for log in logging_outputs for k in log}
+                             if k.startswith(f"{key}_confusion_")]
+                    for cell in cells:
+                        metrics.log_scalar_sum(f"_{cell}", total(cell))
+                    if cells:
+                        metrics.log_derived(f"{key}_mcc", partial(_derived_mcc, key, math.isqrt(len(cells))))
                 elif any(f"{key}_sxy" in log for log in logging_outputs):
-                    sx, sy = total(f"{key}_sx"), total(f"{key}_sy")
-                    cov = total(f"{key}_sxy") - sx * sy / n
-                    vx = total(f"{key}_sxx") - sx * sx / n
-                    vy = total(f"{key}_syy") - sy * sy / n
-                    if vx > 0 and vy > 0:
-                        metrics.log_scalar(f"{key}_pearson", float(cov / (vx * vy) ** 0.5), n, round=4)
+                    for stat in ("count", "sx", "sy", "sxx", "syy", "sxy"):
+                        metrics.log_scalar_sum(f"_{key}_{stat}", total(f"{key}_{stat}"))
+                    metrics.log_derived(f"{key}_pearson", partial(_derived_pearson, key))
         if total("meta_train_sample_size") > 0:
             metrics.log_scalar(
                 "meta_train_loss",
@@ -109,3 +129,34 @@ class MetaSentencePredictionCriterion(FairseqCriterion):
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+# Validation scores over a whole dev set: fairseq reduces the logging outputs of each
+# validation batch as it comes, so a score averaged per batch would be the mean of
+# per-batch scores. These sum their statistics over the batches (hidden "_" meters)
+# and derive the score from the sums when it is printed.
+def matthews_corrcoef(confusion):
+    """Matthews correlation of a confusion matrix (rows: label, columns: prediction),
+    Gorodkin's multi-class form; 0 where labels or predictions take one class."""
+    confusion = torch.as_tensor(confusion, dtype=torch.float64)
+    n, correct = confusion.sum(), confusion.trace()
+    t, q = confusion.sum(dim=1), confusion.sum(dim=0)
+    cov_yy, cov_pp = n * n - t @ t, n * n - q @ q
+    if cov_yy == 0 or cov_pp == 0:
+        return 0.0
+    return float((correct * n - t @ q) / (cov_yy * cov_pp).sqrt())
+
+
+def _derived_mcc(key, classes, meters):
+    confusion = [[meters[f"_{key}_confusion_{y}_{p}"].sum if f"_{key}_confusion_{y}_{p}" in meters else 0
+                  for p in range(classes)] for y in range(classes)]
+    return round(100.0 * matthews_corrcoef(confusion), 2)
+
+
+def _derived_pearson(key, meters):
+    n, sx, sy, sxx, syy, sxy = (float(meters[f"_{key}_{stat}"].sum)
+                                for stat in ("count", "sx", "sy", "sxx", "syy", "sxy"))
+    if n == 0:  # a meter reset since (train_inner after each log line)
+        return float("nan")
+    cov, vx, vy = sxy - sx * sy / n, sxx - sx * sx / n, syy - sy * sy / n
+    return round(cov / (vx * vy) ** 0.5, 4) if vx > 0 and vy > 0 else float("nan")

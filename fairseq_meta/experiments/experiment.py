@@ -125,12 +125,14 @@ def model_flags(s):
             "--encoder-attention-heads", s["heads"]]
 
 
-def check_settings_file(exp):
-    """OUT remembers its settings; other settings for the same OUT are an error."""
+def check_settings_file(exp, added=None):
+    """OUT remembers its settings; other settings for the same OUT are an error.
+    ``added``: {setting: value} of settings introduced after OUT directories were
+    made; a settings.json without one was made with that value."""
     path = exp.out / "settings.json"
     wanted = {"quick": exp.quick, **exp.settings}
     if path.exists():
-        before = json.loads(path.read_text())
+        before = {**(added or {}), **json.loads(path.read_text())}
         changed = sorted(k for k in set(before) | set(wanted) if before.get(k) != wanted.get(k))
         if changed:
             raise MetaConfigError(f"{exp.out} was made with other settings ({', '.join(changed)}); "

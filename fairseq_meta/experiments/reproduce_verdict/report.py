@@ -160,8 +160,8 @@ def supervised_comparisons(exp):
 
 
 def supervised_training(exp):
-    """{s{seed}-sup-k{k}: {update, valid_<task>_accuracy (or _pearson) ...}}: the last
-    validation of each supervised run on its own tasks' dev sets (do both learn them?)."""
+    """{s{seed}-sup-k{k}: {update, valid_<task>_accuracy and _mcc (or _pearson) ...}}: the
+    last validation of each supervised run on its own tasks' dev sets (do both learn them?)."""
     out = {}
     for seed in all_seeds(exp):
         for k in (0, 1):
@@ -170,7 +170,7 @@ def supervised_training(exp):
                 raise MetaConfigError(f"supervised run s{seed}-k{k} logged no validation")
             update = max(valid)
             row = {key: float(v) for key, v in valid[update].items()
-                   if key.startswith("valid_") and key.endswith(("_accuracy", "_pearson"))}
+                   if key.startswith("valid_") and key.endswith(("_accuracy", "_mcc", "_pearson"))}
             out[f"s{seed}-sup-k{k}"] = {"update": update, **row}
     return out
 
