@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -201,3 +202,34 @@ def test_demo_run_says_what_it_did_and_keeps_few_checkpoints(tmp_path, wiki_line
     proc = _pretrain_sh(run_dir, text, MAX_UPDATE="40")
     assert proc.returncode == 2
     assert f"input content changed: {text}" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, line", [
+    (15, 143, "pretrain.sh: terminated; run the same command again to resume from checkpoint_last.pt"),
+    (2, 2, "pretrain.sh: error: interrupted; run the same command again to resume from checkpoint_last.pt"),
+])
+def test_a_signal_while_training_stops_fairseq_train_and_says_how_to_resume(tmp_path, wiki_lines,
+                                                                            signum, code, line):
+    import psutil
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(wiki_lines[:200]) + "\n")
+    env = dict(os.environ, RUN_DIR=str(tmp_path / "run"), OMP_NUM_THREADS="1", WORKERS="1",
+               MAX_UPDATE="100000")
+    proc = subprocess.Popen(["bash", str(REPO / "scripts" / "pretrain.sh"), str(text)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, trainer = time.monotonic() + HANG_GUARD_S, None
+        while trainer is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            trainer = next((p for p in psutil.Process(proc.pid).children(recursive=True)
+                            if "fairseq_cli.train" in " ".join(p.cmdline())), None)
+        assert trainer is not None, proc.communicate()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=HANG_GUARD_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code and err.strip().splitlines()[-1] == line, err[-2000:]
+    assert not trainer.is_running() or trainer.status() == psutil.STATUS_ZOMBIE

@@ -90,12 +90,21 @@ def stop_descendants(grace_s=10.0):
     return frozen
 
 
+class Terminated(SystemExit):
+    """SIGTERM, raised by :func:`run`'s handler once the process tree is stopped; exits
+    with 128 + 15. ``note``: a line :func:`run` prints first (what to do next)."""
+
+    def __init__(self, code=128 + signal.SIGTERM, note=None):
+        super().__init__(code)
+        self.note = note
+
+
 def _stop_tree_and_exit(signum, frame):
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
     stop_descendants()
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 def run(prog, main, argv=None):
@@ -113,6 +122,10 @@ def run(prog, main, argv=None):
     except MetaConfigError as e:
         sys.stderr.write(f"{prog}: error: {e}\n")
         code = 2
+    except Terminated as e:
+        if e.note:
+            sys.stderr.write(f"{prog}: {e.note}\n")
+        code = e.code
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import MetaConfigError
-from .cli import Cli, run
+from .cli import Cli, Terminated, run
 from .paths import REPO, USER_DIR
 from .threads import intra_op_threads, thread_env
 
@@ -284,11 +284,13 @@ def train(args, argv, run_dir, threads, log_path):
                 full_log.write(line)
                 progress.feed(line)
             code = proc.wait()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as stop:
             proc.terminate()
             proc.wait()
-            raise MetaConfigError("interrupted; run the same command again to resume from "
-                                  "checkpoint_last.pt")
+            resume = "run the same command again to resume from checkpoint_last.pt"
+            if isinstance(stop, Terminated):  # keeps its exit status, 143, for schedulers
+                raise Terminated(stop.code, f"terminated; {resume}") from None
+            raise MetaConfigError(f"interrupted; {resume}")
     if code != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
         sys.stderr.write("\n".join(tail) + "\n")
