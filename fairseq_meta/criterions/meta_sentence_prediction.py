@@ -26,12 +26,12 @@ class MetaSentencePredictionCriterion(FairseqCriterion):
     of examples, so L = Σ_task loss_sum / n_examples.
 
     Logs per task: ``<task>_loss`` and ``<task>_accuracy`` (classification) or
-    ``<task>_pearson`` (regression, from summed statistics so that it aggregates
-    across workers), and their ``meta_train_`` counterparts for the first
-    meta-train batch before adaptation. In validation, classification tasks also log
-    ``<task>_mcc`` (Matthews correlation × 100, multi-class form, from a summed
-    confusion matrix): CoLA's GLUE metric, and the one that tells a head that learned
-    from one that predicts the majority class (MCC 0), which accuracy does not.
+    ``<task>_pearson`` (regression), and their ``meta_train_`` counterparts for the
+    first meta-train batch before adaptation. In validation, classification tasks also
+    log ``<task>_mcc`` (Matthews correlation × 100, multi-class form): CoLA's GLUE
+    metric, and the one that tells a head that learned from one that predicts the
+    majority class (MCC 0), which accuracy does not. r and the MCC come from statistics
+    summed over batches and workers, so they are the whole dev set's (see below).
     """
 
     def __init__(self, cfg, task):

@@ -65,7 +65,9 @@ from .runs import (  # noqa: F401
     selection_free_runs, stage_data, stage_glue, supervised_cmd, supervised_start_flags, sweep_runs, train_cmd,
     vocabulary_files,
 )
-from .settings import ADDED_SETTINGS, MODES, PRECONDITIONERS, SUMMARY_WINDOW, SWEEP_KINDS, VerdictExperiment, cli, settings_for  # noqa: F401
+from .settings import (  # noqa: F401
+    ADDED_SETTINGS, MODES, PRECONDITIONERS, SUMMARY_WINDOW, SWEEP_KINDS, VerdictExperiment, cli, settings_for,
+)
 from .sweep import read_log, read_run_log, select, stage_select  # noqa: F401
 
 

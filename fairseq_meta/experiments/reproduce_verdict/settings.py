@@ -22,8 +22,8 @@ MODES = {
         spm_input_lines=300000, ad_steps="0,1,4,16,64", ad_seeds=5, ad_eval_blocks=256,
         ad_lr=5e-4, ad_batch_size=16, device="cpu", fp16=0,
         nsp=1, extras=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
-        supervised_updates=400, supervised_lr=1e-4, supervised_sampling_alpha=0.5, glue_max_rows=0,
-        ft_seeds=1, ft_epochs=3,
+        supervised_updates=400, supervised_lr=1e-4, supervised_sampling_alpha=0.5,
+        glue_max_rows=0, ft_seeds=1, ft_epochs=3,
         ft_max_train=4000, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=3),
     "quick": dict(
         layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
@@ -34,8 +34,8 @@ MODES = {
         vocab_size=400, spm_input_lines=5000, ad_steps="0,1,2", ad_seeds=2, ad_eval_blocks=4,
         ad_lr=5e-4, ad_batch_size=4, device="cpu", fp16=0,
         nsp=1, extras=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
-        supervised_updates=4, supervised_lr=1e-4, supervised_sampling_alpha=0.5, glue_max_rows=120,
-        ft_seeds=1, ft_epochs=1,
+        supervised_updates=4, supervised_lr=1e-4, supervised_sampling_alpha=0.5,
+        glue_max_rows=120, ft_seeds=1, ft_epochs=1,
         ft_max_train=100, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=2),
 }
 # Settings added after OUT directories were made: a settings.json without the key
