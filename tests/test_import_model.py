@@ -412,7 +412,12 @@ def test_reproduce_verdict_init_from_refuses_bad_input(tiny_bert, tmp_path):
                            (["--ft-tasks", "RTE", "--ft-seeds", "0", "--supervised-tasks", ""],
                             "--ft-seeds 0 with --ft-tasks measures nothing"),
                            (["--ft-seeds", "0"], "--ft-seeds 0 leaves the supervised phase unjudged"),
-                           (["--ft-seeds", "-1"], "--ft-seeds must be >= 0")):
+                           (["--ft-seeds", "-1"], "--ft-seeds must be >= 0"),
+                           (["--init-from", tiny_bert, "--supervised-only"],
+                            "--supervised-only takes k = 1's inner setting as given: list exactly one"),
+                           (["--supervised-only", "--adam-inner-lrs", ""], "--supervised-only needs --init-from"),
+                           (["--init-from", tiny_bert, "--supervised-only", "--adam-inner-lrs", "",
+                             "--supervised-tasks", ""], "--supervised-only needs --supervised-tasks")):
         proc = run_script("reproduce_verdict.py", "--quick", "--out-dir", tmp_path / "v", *extra)
         err = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
@@ -512,6 +517,52 @@ def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
     md = (out / "results.md").read_text()
     assert "updates from the imported model" in md and "valid_SST-2_accuracy" in md
 
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "glue" / "RTE").is_dir(), reason="needs ../shared/data")
+def test_reproduce_verdict_supervised_only(tiny_bert, tmp_path):
+    out = tmp_path / "supervised"
+    args = ["--quick", "--out-dir", out, "--init-from", tiny_bert, "--supervised-only", "--sgd-inner-lrs", "",
+            "--adam-inner-lrs", "", "--reptile-inner-lrs", "0.1", "--supervised-tasks", "SST-2",
+            "--heldout-tasks", "RTE", "--ft-seeds", "0", "--fs-sizes", "8", "--jobs", "2"]
+    proc = run_script("reproduce_verdict.py", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # no corpus, no MLM run, no sweep: only the GLUE data, the supervised runs and their evaluation
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["eval-supervised", "glue", "logs", "supervised"]
+    assert not (out / "selection.json").exists()
+    for seed in (1, 2):
+        k0 = (out / "supervised" / f"s{seed}-k0" / "command.sh").read_text()
+        k1 = (out / "supervised" / f"s{seed}-k1" / "command.sh").read_text()
+        assert "--meta-train-steps 0 " in k0 and "--meta-objective" not in k0
+        # k = 1 is the listed setting: Reptile at its k = 2, SGD α = 0.1
+        assert "--meta-train-steps 2 --inner-lr 0.1 " in k1 and "--meta-objective reptile" in k1
+        for command in (k0, k1):
+            assert f"--finetune-from-model {tiny_bert / 'model.pt'} " in command
+    sup = json.loads((out / "eval-supervised" / "results.json").read_text())
+    labels = [f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)] + ["init"]
+    assert [c["label"] for c in sup["checkpoints"]] == labels
+    few = sup["measurements"]["fewshot"]["by_n"]["8"]["raw"]
+    result = json.loads((out / "results.json").read_text())
+    assert result["supervised_only"] and result["treatment"]["setting"]["name"] == "reptile0.1"
+    c = result["supervised_comparisons"]["supervised, few-shot n = 8 on RTE: seeds 1,2"]
+    for seed in ("1", "2"):
+        assert c["treatment_scores"][seed] == pytest.approx(sum(few[f"s{seed}-sup-k1"]["RTE"].values()) / 2)
+        assert c["baseline_scores"][seed] == pytest.approx(sum(few[f"s{seed}-sup-k0"]["RTE"].values()) / 2)
+    assert set(result["supervised_valid"]) == set(labels[:-1])
+    md = (out / "results.md").read_text()
+    assert "## Supervised: meta_sentence_prediction with k = 2, Reptile, SGD α = 0.1 against k = 0" in md
+    assert "valid_SST-2_accuracy" in md and "## Sweep" not in md
+
+    # again: every step is skipped and the report is the same; --report-only rebuilds it
+    (out / "results.md").unlink()
+    again = run_script("reproduce_verdict.py", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert ": running (log:" not in again.stdout and again.stdout.count("done before, skipped") == 5  # glue + 4 runs
+    assert (out / "results.md").read_text() == md
+    (out / "results.md").unlink()
+    check_ok(run_script("reproduce_verdict.py", *args, "--report-only"))
+    assert (out / "results.md").read_text() == md
 
 # --------------------------------------------------------------------------- #
 # RoBERTa and XLM-R sources (random weights: no such checkpoint installs here)

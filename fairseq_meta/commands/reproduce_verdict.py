@@ -13,6 +13,9 @@ settings for an existing OUT are an error.
 
     python scripts/reproduce_verdict.py --quick --out-dir runs/verdict-quick  # minutes, 2 cores
     python scripts/reproduce_verdict.py --out-dir runs/verdict --jobs 8        # the hand-run design
+
+--supervised-only (with --init-from) runs the supervised phase and its held-out
+evaluation alone, k = 1 the one inner setting listed (docs/verdict.md).
 """
 import argparse
 import logging
@@ -33,7 +36,7 @@ def build_argparser():
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    return experiment.add_mode_arguments(
+    experiment.add_mode_arguments(
         p, MODES,
         quick_help=("tiny model, 8 updates, seeds 1 and 2, 2 inner settings, GLUE cut to 120 "
                     "rows, tiny evaluation: the whole pipeline in minutes (what the test runs)"),
@@ -41,6 +44,11 @@ def build_argparser():
         jobs_help=("steps at once, one thread each unless OMP_NUM_THREADS is set "
                     "(default: number of CPUs)"),
         report_only_help="only rebuild the report from the finished runs and evaluation in --out-dir")
+    p.add_argument("--supervised-only", action="store_true",
+                   help=("only the supervised phase (stage 5) from --init-from and its held-out "
+                         "evaluation: no corpus, MLM runs or sweep; k = 1 is the one inner setting "
+                         "listed (e.g. --sgd-inner-lrs '' --adam-inner-lrs '' --reptile-inner-lrs 0.01)"))
+    return p
 
 
 def main(argv=None):
@@ -51,6 +59,8 @@ def main(argv=None):
         args.quick, {key: getattr(args, key) for key in MODES["full"]}, args.data_root)
     exp = ve.VerdictExperiment(out=Path(args.out_dir).resolve(), settings=settings, derived=derived,
                                quick=args.quick, jobs=args.jobs, data_root=Path(args.data_root))
+    if args.supervised_only:
+        ve.given_setting(derived)
     if args.report_only and not (exp.out / "settings.json").exists():
         raise MetaConfigError(f"{exp.out} holds no verdict run (no settings.json)")
     import importlib.util
@@ -65,7 +75,7 @@ def main(argv=None):
 
         check_device(settings["device"])
     experiment.check_settings_file(exp, added=ve.ADDED_SETTINGS)
-    ve.run(exp, report_only=args.report_only)
+    ve.run(exp, report_only=args.report_only, supervised_only=args.supervised_only)
     return 0
 
 

@@ -40,6 +40,9 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
              -> OUT/results.md, results.json, verdict_headline_vs_tokens.png,
                 sweep_adaptation_gain.png
 
+``--supervised-only`` (with --init-from): stage 5, its evaluation and a report of it
+alone; k = 1 is the one inner setting listed, not a selection.
+
 Checkpoint labels of the evaluation: ``s{seed}-k0`` (k = 0 at U), ``s{seed}-k0-2U``
 (k = 0 at 2U, the tokens of k = 1 at U), ``s{seed}-k1`` (the selected setting at U, at its own k;
 for the sweep seed this is the selected sweep run) and, for the other sweep runs,
@@ -57,8 +60,8 @@ from .evaluate_runs import (  # noqa: F401
     stage_evaluate_supervised, supervised_checkpoints,
 )
 from .report import (  # noqa: F401
-    nsp_comparisons, supervised_comparisons, supervised_training, sweep_rows, tokens_at, verdict_comparisons,
-    write_report,
+    nsp_comparisons, supervised_comparisons, supervised_section, supervised_training, sweep_rows, tokens_at,
+    verdict_comparisons, write_report, write_supervised_report,
 )
 from .runs import (  # noqa: F401
     after_selection_runs, all_seeds, describe, device_flags, inner_flags, meta_steps, nsp_runs, run_name,
@@ -66,18 +69,24 @@ from .runs import (  # noqa: F401
     vocabulary_files,
 )
 from .settings import (  # noqa: F401
-    ADDED_SETTINGS, MODES, PRECONDITIONERS, SUMMARY_WINDOW, SWEEP_KINDS, VerdictExperiment, cli, settings_for,
+    ADDED_SETTINGS, MODES, PRECONDITIONERS, SUMMARY_WINDOW, SWEEP_KINDS, VerdictExperiment, cli, given_setting,
+    settings_for,
 )
 from .sweep import read_log, read_run_log, select, stage_select  # noqa: F401
 
 
-def run(exp, report_only=False):
-    """Every stage; finished steps are skipped."""
+def run(exp, report_only=False, supervised_only=False):
+    """Every stage; finished steps are skipped. ``supervised_only``: stage 5 and its
+    evaluation alone, k = 1 the one inner setting listed (:func:`given_setting`)."""
     threads, why = intra_op_threads(jobs=exp.jobs)
     env = thread_env(threads, {**os.environ, "PYTHONUNBUFFERED": "1"})
     cli.log(f"output: {exp.out} ({'quick' if exp.quick else 'full'} mode, {exp.jobs} jobs at a "
             f"time, {threads} thread(s) each: {why})")
     start = time.time()
+    if supervised_only:
+        _run_supervised_only(exp, env, report_only)
+        cli.log(f"done in {time.time() - start:.0f}s; report: {exp.out / 'results.md'}")
+        return
     if not report_only:
         stage_data(exp, env)
         free = selection_free_runs(exp)
@@ -95,3 +104,13 @@ def run(exp, report_only=False):
             stage_evaluate_supervised(exp)
     write_report(exp, selected)
     cli.log(f"done in {time.time() - start:.0f}s; report: {exp.out / 'results.md'}")
+
+
+def _run_supervised_only(exp, env, report_only):
+    selected = given_setting(exp.derived)
+    if not report_only:
+        stage_glue(exp, env)
+        run_parallel([supervised_cmd(exp, seed, k, selected) for seed in all_seeds(exp) for k in (0, 1)],
+                     exp.jobs, env)
+        stage_evaluate_supervised(exp)
+    write_supervised_report(exp, selected)

@@ -352,22 +352,55 @@ def write_report(exp, selected):
         lines += verdict.table(glue, "points")
         lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""] + _score_table(glue_scores, has_init)
     if supervised:
-        sup = exp.derived["supervised_tasks"]
-        start = "the imported model" if has_init else "s{seed}-k0 at U"
-        lines += ["", "## Supervised: meta_sentence_prediction with k = 1 (selected) against k = 0", "",
-                  f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
-                  f"updates from {start}, then scored (scripts/evaluate.py; {_describe_glue(exp)}) on the "
-                  f"held-out {', '.join(exp.derived['heldout_tasks'])}; per-run scores in "
-                  f"eval-supervised/results.md. Higher is better here.", ""]
-        lines += verdict.table(supervised, "points")
-        lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""]
-        lines += _score_table(supervised_scores, has_init)
-        keys = sorted({key for row in supervised_valid.values() for key in row if key != "update"})
-        lines += ["", "Each supervised run on its own tasks' dev sets at its last update:", "",
-                  "| run | update | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
-        for label, row in supervised_valid.items():
-            lines.append(f"| {label} | {row['update']} | "
-                         + " | ".join(_fmt(row.get(key), 2) for key in keys) + " |")
+        lines += supervised_section(exp, supervised, supervised_scores, supervised_valid)
     lines += ["", "![headline against tokens](verdict_headline_vs_tokens.png)",
               "![adaptation gain per logged update](sweep_adaptation_gain.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
+
+
+def supervised_section(exp, supervised, scores, valid, treatment="k = 1 (selected)"):
+    """The report's supervised lines: the held-out comparisons, the mean scores and each
+    run's last validation on its own tasks."""
+    from ...evaluation import verdict
+
+    s = exp.settings
+    has_init = bool(exp.derived.get("init"))
+    init_note = " (init: the imported model itself)" if has_init else ""
+    sup = exp.derived["supervised_tasks"]
+    start = "the imported model" if has_init else "s{seed}-k0 at U"
+    lines = ["", f"## Supervised: meta_sentence_prediction with {treatment} against k = 0", "",
+              f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
+              f"updates from {start}, then scored (scripts/evaluate.py; {_describe_glue(exp)}) on the "
+              f"held-out {', '.join(exp.derived['heldout_tasks'])}; per-run scores in "
+              f"eval-supervised/results.md. Higher is better here.", ""]
+    lines += verdict.table(supervised, "points")
+    lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""]
+    lines += _score_table(scores, has_init)
+    keys = sorted({key for row in valid.values() for key in row if key != "update"})
+    lines += ["", "Each supervised run on its own tasks' dev sets at its last update:", "",
+              "| run | update | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    for label, row in valid.items():
+        lines.append(f"| {label} | {row['update']} | "
+                     + " | ".join(_fmt(row.get(key), 2) for key in keys) + " |")
+    return lines
+
+
+def write_supervised_report(exp, selected):
+    """``--supervised-only``: OUT/results.json and results.md of the supervised phase
+    alone (k = 0 against the given inner setting), from the run logs and
+    OUT/eval-supervised/results.json."""
+    from .runs import describe, meta_steps
+
+    comparisons, scores = supervised_comparisons(exp)
+    valid = supervised_training(exp)
+    treatment = describe(meta_steps(selected), selected)
+    result = {"settings": {"quick": exp.quick, **exp.settings}, "supervised_only": True,
+              "treatment": {"setting": selected, "description": treatment},
+              "supervised_comparisons": comparisons, "supervised_scores": scores, "supervised_valid": valid}
+    (exp.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"# The supervised phase alone ({'quick' if exp.quick else 'full'} mode)", "",
+             f"Written by scripts/reproduce_verdict.py --supervised-only; settings: "
+             f"{exp.out / 'settings.json'}. k = 1 here is the given inner setting ({treatment}), "
+             f"not a sweep's selection; no MLM run was made.", ""]
+    lines += supervised_section(exp, comparisons, scores, valid, treatment)[1:]
+    (exp.out / "results.md").write_text("\n".join(lines) + "\n")

@@ -150,6 +150,22 @@ def settings_for(quick, overrides, data_root):
     return s, derived
 
 
+def given_setting(derived):
+    """The k = 1 treatment of ``--supervised-only``: the one inner setting listed, taken
+    as given (no sweep selects it). The supervised phase must start from an imported
+    model: from scratch it starts from the MLM runs that this mode skips."""
+    if not derived["init"]:
+        raise MetaConfigError("--supervised-only needs --init-from (without it the supervised phase "
+                              "starts from the MLM runs this mode skips)")
+    if not derived["supervised_tasks"]:
+        raise MetaConfigError("--supervised-only needs --supervised-tasks")
+    names = [x["name"] for x in derived["inner_settings"]]
+    if len(names) != 1:
+        raise MetaConfigError("--supervised-only takes k = 1's inner setting as given: list exactly one "
+                              f"in --sgd/--adam/--reptile/--learned-inner-lrs (got {', '.join(names)})")
+    return derived["inner_settings"][0]
+
+
 def _init_from(s, overrides):
     """None, or what the pre-training runs start from: {dir, model, flags, max_positions}."""
     if not s["init_from"]:
