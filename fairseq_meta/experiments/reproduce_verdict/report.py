@@ -369,10 +369,10 @@ def supervised_section(exp, supervised, scores, valid, treatment="k = 1 (selecte
     sup = exp.derived["supervised_tasks"]
     start = "the imported model" if has_init else "s{seed}-k0 at U"
     lines = ["", f"## Supervised: meta_sentence_prediction with {treatment} against k = 0", "",
-              f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
-              f"updates from {start}, then scored (scripts/evaluate.py; {_describe_glue(exp)}) on the "
-              f"held-out {', '.join(exp.derived['heldout_tasks'])}; per-run scores in "
-              f"eval-supervised/results.md. Higher is better here.", ""]
+             f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
+             f"updates from {start}, then scored (scripts/evaluate.py; {_describe_glue(exp)}) on the "
+             f"held-out {', '.join(exp.derived['heldout_tasks'])}; per-run scores in "
+             f"eval-supervised/results.md. Higher is better here.", ""]
     lines += verdict.table(supervised, "points")
     lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""]
     lines += _score_table(scores, has_init)
