@@ -490,15 +490,15 @@ def test_reproduce_verdict_quick_from_an_imported_model(tiny_bert, tmp_path):
             assert f"loading pretrained model from {tiny_bert / 'model.pt'}" in log
     # ... judged on the held-out task by fine-tuning and few-shot, the imported model beside it
     sup = json.loads((out / "eval-supervised" / "results.json").read_text())
-    labels = [f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)] + ["init"]
+    labels = [f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)] + ["s1-sup-k0-2U", "s2-sup-k0-2U", "init"]
     assert [c["label"] for c in sup["checkpoints"]] == labels
     assert sup["checkpoints"][-1]["path"] == str(tiny_bert / "model.pt")
     sup_few = sup["measurements"]["fewshot"]["by_n"]["8"]["raw"]
     assert set(sup_few) == set(labels) and all(set(sup_few[x]["RTE"]) == {"1", "2"} for x in labels)
     assert set(sup["measurements"]["finetune"]["raw"]) == set(labels)
     comparisons = result["supervised_comparisons"]
-    assert set(comparisons) == {"supervised, fine-tuned on RTE: seeds 1,2",
-                                "supervised, few-shot n = 8 on RTE: seeds 1,2"}
+    assert set(comparisons) == {f"supervised{when}, {how} RTE: seeds 1,2" for how in ("fine-tuned on", "few-shot n = 8 on")
+                                for when in ("", " at equal examples (k = 0 at 2U)")}
     c = comparisons["supervised, few-shot n = 8 on RTE: seeds 1,2"]
     for seed in ("1", "2"):
         assert c["treatment_scores"][seed] == pytest.approx(sum(sup_few[f"s{seed}-sup-k1"]["RTE"].values()) / 2)
@@ -540,7 +540,7 @@ def test_reproduce_verdict_supervised_only(tiny_bert, tmp_path):
         for command in (k0, k1):
             assert f"--finetune-from-model {tiny_bert / 'model.pt'} " in command
     sup = json.loads((out / "eval-supervised" / "results.json").read_text())
-    labels = [f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)] + ["init"]
+    labels = [f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)] + ["s1-sup-k0-2U", "s2-sup-k0-2U", "init"]
     assert [c["label"] for c in sup["checkpoints"]] == labels
     few = sup["measurements"]["fewshot"]["by_n"]["8"]["raw"]
     result = json.loads((out / "results.json").read_text())
@@ -549,7 +549,16 @@ def test_reproduce_verdict_supervised_only(tiny_bert, tmp_path):
     for seed in ("1", "2"):
         assert c["treatment_scores"][seed] == pytest.approx(sum(few[f"s{seed}-sup-k1"]["RTE"].values()) / 2)
         assert c["baseline_scores"][seed] == pytest.approx(sum(few[f"s{seed}-sup-k0"]["RTE"].values()) / 2)
+    c = result["supervised_comparisons"]["supervised at equal examples (k = 0 at 2U), few-shot n = 8 on RTE: seeds 1,2"]
+    assert (c["treatment"], c["baseline"]) == ("s{seed}-sup-k1", "s{seed}-sup-k0-2U")
+    paths = {ck["label"]: ck["path"] for ck in sup["checkpoints"]}
+    for seed in ("1", "2"):
+        for run in ("k0", "k1", "k0-2U"):
+            assert paths[f"s{seed}-sup-{run}"] == str(out / "supervised" / f"s{seed}-{run}" / "checkpoints"
+                                                      / "checkpoint_last.pt")
+        assert c["baseline_scores"][seed] == pytest.approx(sum(few[f"s{seed}-sup-k0-2U"]["RTE"].values()) / 2)
     assert set(result["supervised_valid"]) == set(labels[:-1])
+    assert {row["update"] for label, row in result["supervised_valid"].items() if label.endswith("2U")} == {8}
     md = (out / "results.md").read_text()
     assert "## Supervised: meta_sentence_prediction with k = 2, Reptile, SGD α = 0.1 against k = 0" in md
     assert "valid_SST-2_accuracy" in md and "## Sweep" not in md
@@ -558,7 +567,7 @@ def test_reproduce_verdict_supervised_only(tiny_bert, tmp_path):
     (out / "results.md").unlink()
     again = run_script("reproduce_verdict.py", *args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert ": running (log:" not in again.stdout and again.stdout.count("done before, skipped") == 5  # glue + 4 runs
+    assert ": running (log:" not in again.stdout and again.stdout.count("done before, skipped") == 7  # glue + 6 runs
     assert (out / "results.md").read_text() == md
     (out / "results.md").unlink()
     check_ok(run_script("reproduce_verdict.py", *args, "--report-only"))

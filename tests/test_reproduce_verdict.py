@@ -165,6 +165,62 @@ def test_supervised_task_sampling_is_a_setting_and_older_outs_read_as_its_old_va
 
 
 @needs_data
+def test_the_supervised_equal_examples_baseline_continues_k0_to_twice_its_updates(tmp_path):
+    """s{seed}-k0-2U is s{seed}-k0's command continued: the same flags but the start
+    (its checkpoint_last.pt, nothing reset), the save directory and 2U updates; once it
+    has a checkpoint of its own, a re-run continues from that."""
+    s, derived = ve.settings_for(True, {}, SHARED_DATA)
+    exp = ve.VerdictExperiment(out=tmp_path, settings=s, derived=derived, quick=True, jobs=1,
+                               data_root=SHARED_DATA)
+    exp.derived["init"] = {"model": "model.pt", "flags": [], "max_positions": 32}
+    selected = ve.SWEEP_KINDS["reptile"] | {"alpha": 0.1, "name": "reptile0.1"}
+    name, k0, _, _ = ve.supervised_cmd(exp, 2, 0, selected)
+    name2, cont, log, done = ve.supervised_equal_examples_cmd(exp, 2, selected)
+    k0, cont = [str(x) for x in k0], [str(x) for x in cont]
+    run = tmp_path / "supervised"
+    assert (name, name2) == ("supervised s2-k0", "supervised s2-k0-2U")
+    assert (log, done) == (run / "s2-k0-2U" / "train.log", run / "s2-k0-2U" / ".done")
+
+    def without(cmd, *flags):
+        out = list(cmd)
+        for flag in flags:
+            i = out.index(flag)
+            del out[i:i + 2]
+        return out
+
+    assert cont[cont.index("--restore-file") + 1] == str(run / "s2-k0" / "checkpoints" / "checkpoint_last.pt")
+    assert cont[cont.index("--max-update") + 1] == str(2 * s["supervised_updates"])
+    assert cont[cont.index("--save-dir") + 1] == str(run / "s2-k0-2U" / "checkpoints")
+    assert cont[cont.index("--meta-train-steps") + 1] == "0" and not any(f.startswith("--reset") for f in cont)
+    assert without(cont, "--restore-file", "--max-update", "--save-dir") == without(
+        k0, "--finetune-from-model", "--max-update", "--save-dir")
+    own = run / "s2-k0-2U" / "checkpoints" / "checkpoint_last.pt"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"")
+    cont = [str(x) for x in ve.supervised_equal_examples_cmd(exp, 2, selected)[1]]
+    assert cont[cont.index("--restore-file") + 1] == str(own)
+    # evaluated under their own labels, after the equal-updates pairs
+    labels = [label for label, _ in ve.supervised_checkpoints(exp)]
+    assert labels == ["s1-sup-k0", "s1-sup-k1", "s2-sup-k0", "s2-sup-k1", "s1-sup-k0-2U", "s2-sup-k0-2U", "init"]
+
+
+def test_own_task_comparisons_are_paired_by_seed_at_equal_updates_and_examples():
+    exp = types.SimpleNamespace(settings={"sweep_seed": 1}, derived={"fresh_seeds": [2, 3]})
+    valid = {f"s{seed}-sup-{run}": {"update": 10, "valid_CoLA_mcc": value + seed}
+             for seed in (1, 2, 3) for run, value in (("k0", 0.0), ("k1", 10.0), ("k0-2U", 4.0))}
+    valid["s3-sup-k1"]["valid_CoLA_mcc"] = 16.0
+    out = ve.supervised_own_task_comparisons(exp, valid)
+    assert set(out) == {"own task, valid_CoLA_mcc: equal updates, seeds 1,2,3",
+                        "own task, valid_CoLA_mcc: equal examples, seeds 1,2,3"}
+    updates = out["own task, valid_CoLA_mcc: equal updates, seeds 1,2,3"]
+    assert updates["treatment_scores"] == {"1": 11.0, "2": 12.0, "3": 16.0}
+    assert updates["baseline_scores"] == {"1": 1.0, "2": 2.0, "3": 3.0}
+    assert updates["mean"] == pytest.approx(11.0) and updates["wins"] == 3
+    examples = out["own task, valid_CoLA_mcc: equal examples, seeds 1,2,3"]
+    assert examples["mean"] == pytest.approx(7.0) and examples["baseline"] == "s{seed}-sup-k0-2U"
+
+
+@needs_data
 def test_the_adaptation_headline_is_measured_on_the_pre_training_block_length():
     s, derived = ve.settings_for(True, {}, SHARED_DATA)
     exp = types.SimpleNamespace(settings=s, derived=derived)
@@ -311,22 +367,34 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
             assert f"--restore-file {start} " in command and "--tasks SST-2,MRPC,CoLA" in command
             assert f"--meta-train-steps {k} " in command
             assert (f"--inner-lr {selection['setting']['alpha']}" in command) == (k == 1)
+        # the equal-examples baseline: k = 0 continued from its own end to 2U
+        command = (out / "supervised" / f"s{seed}-k0-2U" / "command.sh").read_text()
+        last = out / "supervised" / f"s{seed}-k0" / "checkpoints" / "checkpoint_last.pt"
+        assert f"--restore-file {last} " in command and "--max-update 8 " in command
+        log = (out / "supervised" / f"s{seed}-k0-2U" / "train.log").read_text()
+        assert re.search(rf"Loaded checkpoint {re.escape(str(last))} \(epoch \d+ @ 4 updates\)", log)
     sup_raw = json.loads((out / "eval-supervised" / "results.json").read_text())
     sup_raw = sup_raw["measurements"]["finetune"]["raw"]
-    assert set(sup_raw) == {f"s{x}-sup-k{k}" for x in (1, 2) for k in (0, 1)}
+    assert set(sup_raw) == {f"s{x}-sup-{run}" for x in (1, 2) for run in ("k0", "k1", "k0-2U")}
     for label, columns in sup_raw.items():
         assert set(columns) == {"RTE", "STS-B", "average"}, label
     sup = result["supervised_comparisons"]
-    assert set(sup) == {f"supervised, fine-tuned on {c}: seeds 1,2" for c in ("RTE", "STS-B", "average")}
+    assert set(sup) == {f"supervised{when}, fine-tuned on {c}: seeds 1,2" for c in ("RTE", "STS-B", "average")
+                        for when in ("", " at equal examples (k = 0 at 2U)")}
     # each supervised run's last validation on its own tasks' dev sets
     assert set(result["supervised_valid"]) == set(sup_raw)
-    for row in result["supervised_valid"].values():
-        assert row["update"] == 4 and {f"valid_{x}_{m}" for x in ("SST-2", "MRPC", "CoLA")
-                                       for m in ("accuracy", "mcc")} <= set(row)
-    c = sup["supervised, fine-tuned on average: seeds 1,2"]
+    for label, row in result["supervised_valid"].items():
+        assert row["update"] == (8 if label.endswith("2U") else 4)
+        assert {f"valid_{x}_{m}" for x in ("SST-2", "MRPC", "CoLA") for m in ("accuracy", "mcc")} <= set(row)
+    for when, baseline in (("", "k0"), (" at equal examples (k = 0 at 2U)", "k0-2U")):
+        c = sup[f"supervised{when}, fine-tuned on average: seeds 1,2"]
+        assert c["mean"] == pytest.approx(statistics.fmean(
+            statistics.fmean(sup_raw[f"s{x}-sup-k1"]["average"].values())
+            - statistics.fmean(sup_raw[f"s{x}-sup-{baseline}"]["average"].values()) for x in (1, 2)))
+    c = result["supervised_own_task_comparisons"]["own task, valid_CoLA_mcc: equal examples, seeds 1,2"]
     assert c["mean"] == pytest.approx(statistics.fmean(
-        statistics.fmean(sup_raw[f"s{x}-sup-k1"]["average"].values())
-        - statistics.fmean(sup_raw[f"s{x}-sup-k0"]["average"].values()) for x in (1, 2)))
+        result["supervised_valid"][f"s{x}-sup-k1"]["valid_CoLA_mcc"]
+        - result["supervised_valid"][f"s{x}-sup-k0-2U"]["valid_CoLA_mcc"] for x in (1, 2)))
 
     md = (out / "results.md").read_text()
     assert "| s1-k1 |" in md and "**Selection**" in md and "| comparison |" in md
@@ -341,8 +409,8 @@ def test_quick_end_to_end_then_only_the_deleted_step_runs_again(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     running = [line for line in proc.stdout.splitlines() if ": running (log:" in line]
     assert len(running) == 1 and f"pretrain {victim}: running" in running[0], proc.stdout
-    # the corpus, 6 other pre-training runs, 4 MLM + NSP runs, the GLUE data, 4 supervised runs
-    assert proc.stdout.count("done before, skipped") == 1 + 6 + 4 + 1 + 4
+    # the corpus, 6 other pre-training runs, 4 MLM + NSP runs, the GLUE data, 6 supervised runs
+    assert proc.stdout.count("done before, skipped") == 1 + 6 + 4 + 1 + 6
     assert json.loads((out / "selection.json").read_text()) == selection
     # evaluation units are keyed on the checkpoint's content: at most the new one's two run
     units = re.search(r"(\d+) units, (\d+) done before", proc.stdout)

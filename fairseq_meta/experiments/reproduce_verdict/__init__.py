@@ -27,7 +27,8 @@ subprocesses through the machinery of :mod:`fairseq_meta.experiments.experiment`
              with the corpus dictionary (scripts/prepare_glue.py) -> OUT/glue, and
              ``meta_sentence_prediction`` on them with k = 0 and the selected k = 1,
              both from s{seed}-k0 at U (with --init-from: from the imported model),
-             for every seed                                     -> OUT/supervised
+             for every seed, then each k = 0 run continued to twice its updates
+             (equal examples)                                   -> OUT/supervised
 6. evaluate  :func:`fairseq_meta.evaluation.evaluate`: adaptation on every
              pre-training checkpoint (-> OUT/eval); with ``--ft-tasks``, GLUE
              fine-tuning and few-shot (``--fs-sizes``) of the equal-updates pairs and
@@ -48,7 +49,7 @@ Checkpoint labels of the evaluation: ``s{seed}-k0`` (k = 0 at U), ``s{seed}-k0-2
 for the sweep seed this is the selected sweep run) and, for the other sweep runs,
 ``s{seed}-k{k}-{setting}[-second]``; MLM + NSP: ``s{seed}-k0-nsp``,
 ``s{seed}-k0-nsp-2U``, ``s{seed}-k1-nsp``; supervised: ``s{seed}-sup-k0``,
-``s{seed}-sup-k1``. A checkpoint is evaluated once, under one label.
+``s{seed}-sup-k1``, ``s{seed}-sup-k0-2U``. A checkpoint is evaluated once, under one label.
 """
 import os
 import time
@@ -60,13 +61,13 @@ from .evaluate_runs import (  # noqa: F401
     stage_evaluate_supervised, supervised_checkpoints,
 )
 from .report import (  # noqa: F401
-    nsp_comparisons, supervised_comparisons, supervised_section, supervised_training, sweep_rows, tokens_at,
-    verdict_comparisons, write_report, write_supervised_report,
+    nsp_comparisons, supervised_comparisons, supervised_own_task_comparisons, supervised_section, supervised_training,
+    sweep_rows, tokens_at, verdict_comparisons, write_report, write_supervised_report,
 )
 from .runs import (  # noqa: F401
     after_selection_runs, all_seeds, describe, device_flags, inner_flags, meta_steps, nsp_runs, run_name,
-    selection_free_runs, stage_data, stage_glue, supervised_cmd, supervised_start_flags, sweep_runs, train_cmd,
-    vocabulary_files,
+    selection_free_runs, stage_data, stage_glue, supervised_cmd, supervised_equal_examples_cmd,
+    supervised_start_flags, sweep_runs, train_cmd, vocabulary_files,
 )
 from .settings import (  # noqa: F401
     ADDED_SETTINGS, MODES, PRECONDITIONERS, SUMMARY_WINDOW, SWEEP_KINDS, VerdictExperiment, cli, given_setting,
@@ -97,8 +98,7 @@ def run(exp, report_only=False, supervised_only=False):
                       + nsp_runs(exp, selected) if r not in free], exp.jobs, env)
         if exp.derived["supervised_tasks"]:
             stage_glue(exp, env)
-            run_parallel([supervised_cmd(exp, seed, k, selected) for seed in all_seeds(exp)
-                          for k in (0, 1)], exp.jobs, env)
+            _run_supervised(exp, env, selected)
         stage_evaluate(exp, selected)
         if exp.derived["supervised_tasks"]:
             stage_evaluate_supervised(exp)
@@ -110,7 +110,13 @@ def _run_supervised_only(exp, env, report_only):
     selected = given_setting(exp.derived)
     if not report_only:
         stage_glue(exp, env)
-        run_parallel([supervised_cmd(exp, seed, k, selected) for seed in all_seeds(exp) for k in (0, 1)],
-                     exp.jobs, env)
+        _run_supervised(exp, env, selected)
         stage_evaluate_supervised(exp)
     write_supervised_report(exp, selected)
+
+
+def _run_supervised(exp, env, selected):
+    """Stage 5's runs; the equal-examples continuations start from the k = 0 runs' ends."""
+    seeds = all_seeds(exp)
+    run_parallel([supervised_cmd(exp, seed, k, selected) for seed in seeds for k in (0, 1)], exp.jobs, env)
+    run_parallel([supervised_equal_examples_cmd(exp, seed, selected) for seed in seeds], exp.jobs, env)

@@ -47,12 +47,15 @@ def nsp_checkpoints_to_evaluate(exp, selected):
 
 
 def supervised_checkpoints(exp):
-    """[(label, path)]: ``s{seed}-sup-k{k}`` for every seed, k = 0 and the selected k = 1,
-    and with --init-from the imported model (``init``, where both phases started)."""
+    """[(label, path)]: ``s{seed}-sup-k{k}`` for every seed, k = 0 and the selected k = 1
+    (equal updates), then ``s{seed}-sup-k0-2U`` (k = 0 at equal examples), and with
+    --init-from the imported model (``init``, where both phases started)."""
     if not exp.derived["supervised_tasks"]:
         return []
-    items = [(f"s{seed}-sup-k{k}", exp.out / "supervised" / f"s{seed}-k{k}" / "checkpoints"
-              / "checkpoint_last.pt") for seed in all_seeds(exp) for k in (0, 1)]
+    seeds = all_seeds(exp)
+    runs = [(seed, f"k{k}") for seed in seeds for k in (0, 1)] + [(seed, "k0-2U") for seed in seeds]
+    items = [(f"s{seed}-sup-{run}", exp.out / "supervised" / f"s{seed}-{run}" / "checkpoints"
+              / "checkpoint_last.pt") for seed, run in runs]
     if exp.derived.get("init"):
         items.append((INIT_LABEL, exp.derived["init"]["model"]))
     return items

@@ -148,30 +148,58 @@ def _glue_tables(path, names, columns, seeds, label, key):
 def supervised_comparisons(exp):
     """(comparisons, scores): the supervised phase with the selected k = 1 − with k = 0,
     paired by pre-training seed, on each held-out task and their average (points), per
-    measurement (fine-tuning, few-shot at each n), as :func:`_glue_tables`."""
-    def key(name, col):
-        how = "fine-tuned on" if name == "finetune" else f"few-shot n = {name.split('-')[1]} on"
-        return f"supervised, {how} {col}: seeds {','.join(seeds)}"
+    measurement (fine-tuning, few-shot at each n), as :func:`_glue_tables`: at equal
+    updates, and at equal examples against k = 0 continued to 2U (``k0-2U`` in scores)."""
+    def key(when):
+        def named(name, col):
+            how = "fine-tuned on" if name == "finetune" else f"few-shot n = {name.split('-')[1]} on"
+            return f"supervised{when}, {how} {col}: seeds {','.join(seeds)}"
+        return named
 
     seeds = [str(x) for x in all_seeds(exp)]
-    return _glue_tables(exp.out / "eval-supervised" / "results.json", measurement_names(exp, measurements(exp)),
-                        _columns(exp.derived["heldout_tasks"]), seeds,
-                        lambda seed, k: f"s{seed}-sup-{k}", key)
+    results = exp.out / "eval-supervised" / "results.json"
+    names, columns = measurement_names(exp, measurements(exp)), _columns(exp.derived["heldout_tasks"])
+    comparisons, scores = _glue_tables(results, names, columns, seeds, lambda seed, k: f"s{seed}-sup-{k}", key(""))
+    examples, examples_scores = _glue_tables(
+        results, names, columns, seeds, lambda seed, k: f"s{seed}-sup-{'k0-2U' if k == 'k0' else k}",
+        key(" at equal examples (k = 0 at 2U)"))
+    for name, cols in examples_scores.items():
+        for col, row in cols.items():
+            scores[name][col]["k0-2U"] = row["k0"]
+    return {**comparisons, **examples}, scores
 
 
 def supervised_training(exp):
-    """{s{seed}-sup-k{k}: {update, valid_<task>_accuracy and _mcc (or _pearson) ...}}: the
-    last validation of each supervised run on its own tasks' dev sets (do both learn them?)."""
+    """{s{seed}-sup-{run}: {update, valid_<task>_accuracy and _mcc (or _pearson) ...}}: the
+    last validation of each supervised run (k0, k1, k0-2U) on its own tasks' dev sets (do
+    both learn them?)."""
     out = {}
     for seed in all_seeds(exp):
-        for k in (0, 1):
-            valid = read_run_log(exp.out / "supervised" / f"s{seed}-k{k}" / "train.log")[1]
+        for run in ("k0", "k1", "k0-2U"):
+            valid = read_run_log(exp.out / "supervised" / f"s{seed}-{run}" / "train.log")[1]
             if not valid:
-                raise MetaConfigError(f"supervised run s{seed}-k{k} logged no validation")
+                raise MetaConfigError(f"supervised run s{seed}-{run} logged no validation")
             update = max(valid)
             row = {key: float(v) for key, v in valid[update].items()
                    if key.startswith("valid_") and key.endswith(("_accuracy", "_mcc", "_pearson"))}
-            out[f"s{seed}-sup-k{k}"] = {"update": update, **row}
+            out[f"s{seed}-sup-{run}"] = {"update": update, **row}
+    return out
+
+
+def supervised_own_task_comparisons(exp, valid):
+    """{name: verdict.compare}: k = 1 − k = 0 on each own-task dev metric of
+    :func:`supervised_training` (accuracy, MCC, Pearson's r; points), paired by seed, at
+    equal updates and at equal examples (k = 0 at 2U)."""
+    from ...evaluation import verdict
+
+    seeds = [str(x) for x in all_seeds(exp)]
+    metrics = sorted({key for row in valid.values() for key in row if key != "update"})
+    out = {}
+    for metric in metrics:
+        per_label = {label: row[metric] for label, row in valid.items() if metric in row}
+        for when, baseline in (("equal updates", "s{seed}-sup-k0"), ("equal examples", "s{seed}-sup-k0-2U")):
+            out[f"own task, {metric}: {when}, seeds {','.join(seeds)}"] = verdict.compare(
+                per_label, "s{seed}-sup-k1", baseline, seeds)
     return out
 
 
@@ -201,12 +229,16 @@ def _describe_glue(exp):
 
 
 def _score_table(scores, has_init):
-    lines = ["| measurement | column | k = 0 | k = 1 |" + (" init |" if has_init else ""),
-             "|---|---|---:|---:|" + ("---:|" if has_init else "")]
+    """Mean scores per measurement and column: k = 0, k = 1, k = 0 at 2U where the
+    scores have it (the supervised phase), the imported model with ``has_init``."""
+    extra = any("k0-2U" in row for cols in scores.values() for row in cols.values())
+    keys = ["k0", "k1"] + (["k0-2U"] if extra else []) + (["init"] if has_init else [])
+    heads = {"k0": "k = 0", "k1": "k = 1", "k0-2U": "k = 0 at 2U", "init": "init"}
+    lines = ["| measurement | column | " + " | ".join(heads[k] for k in keys) + " |",
+             "|---|---|" + "---:|" * len(keys)]
     for name, cols in scores.items():
         for col, row in cols.items():
-            lines.append(f"| {name} | {col} | {row['k0']:.2f} | {row['k1']:.2f} |"
-                         + (f" {row['init']:.2f} |" if has_init else ""))
+            lines.append(f"| {name} | {col} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
     return lines
 
 
@@ -280,6 +312,7 @@ def write_report(exp, selected):
     nsp, nsp_accuracy = nsp_comparisons(exp, raw, column, valid_rows) if s["nsp"] else ({}, {})
     supervised, supervised_scores = supervised_comparisons(exp) if exp.derived["supervised_tasks"] else ({}, {})
     supervised_valid = supervised_training(exp) if exp.derived["supervised_tasks"] else {}
+    own_task = supervised_own_task_comparisons(exp, supervised_valid) if supervised_valid else {}
     glue, glue_scores = glue_comparisons(exp)
     headline = verdict.checkpoint_scores(raw, column)
     result = {"settings": {"quick": exp.quick, **s}, "selection": selection,
@@ -287,7 +320,8 @@ def write_report(exp, selected):
               "valid_loss": valid_scores, "headline_scores": headline, "comparisons": comparisons,
               "nsp_comparisons": nsp, "nsp_accuracy_comparisons": nsp_accuracy,
               "supervised_comparisons": supervised, "supervised_scores": supervised_scores,
-              "supervised_valid": supervised_valid, "glue_comparisons": glue, "glue_scores": glue_scores}
+              "supervised_valid": supervised_valid, "supervised_own_task_comparisons": own_task,
+              "glue_comparisons": glue, "glue_scores": glue_scores}
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
 
     points = {}
@@ -352,15 +386,15 @@ def write_report(exp, selected):
         lines += verdict.table(glue, "points")
         lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""] + _score_table(glue_scores, has_init)
     if supervised:
-        lines += supervised_section(exp, supervised, supervised_scores, supervised_valid)
+        lines += supervised_section(exp, supervised, supervised_scores, supervised_valid, own_task)
     lines += ["", "![headline against tokens](verdict_headline_vs_tokens.png)",
               "![adaptation gain per logged update](sweep_adaptation_gain.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
 
 
-def supervised_section(exp, supervised, scores, valid, treatment="k = 1 (selected)"):
-    """The report's supervised lines: the held-out comparisons, the mean scores and each
-    run's last validation on its own tasks."""
+def supervised_section(exp, supervised, scores, valid, own_task, treatment="k = 1 (selected)"):
+    """The report's supervised lines: the held-out comparisons, the mean scores, each
+    run's last validation on its own tasks and the paired differences there."""
     from ...evaluation import verdict
 
     s = exp.settings
@@ -372,7 +406,9 @@ def supervised_section(exp, supervised, scores, valid, treatment="k = 1 (selecte
              f"`meta_sentence_prediction` on {', '.join(sup)} for {s['supervised_updates']} "
              f"updates from {start}, then scored (scripts/evaluate.py; {_describe_glue(exp)}) on the "
              f"held-out {', '.join(exp.derived['heldout_tasks'])}; per-run scores in "
-             f"eval-supervised/results.md. Higher is better here.", ""]
+             f"eval-supervised/results.md. Higher is better here. At equal examples: against k = 0 "
+             f"continued to {2 * s['supervised_updates']} updates (`s{{seed}}-sup-k0-2U`), which has read "
+             f"the mini-batches k = 1 reads in {s['supervised_updates']}.", ""]
     lines += verdict.table(supervised, "points")
     lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""]
     lines += _score_table(scores, has_init)
@@ -382,6 +418,7 @@ def supervised_section(exp, supervised, scores, valid, treatment="k = 1 (selecte
     for label, row in valid.items():
         lines.append(f"| {label} | {row['update']} | "
                      + " | ".join(_fmt(row.get(key), 2) for key in keys) + " |")
+    lines += ["", "k = 1 − k = 0 there (points):", ""] + verdict.table(own_task, "points")
     return lines
 
 
@@ -393,14 +430,16 @@ def write_supervised_report(exp, selected):
 
     comparisons, scores = supervised_comparisons(exp)
     valid = supervised_training(exp)
+    own_task = supervised_own_task_comparisons(exp, valid)
     treatment = describe(meta_steps(selected), selected)
     result = {"settings": {"quick": exp.quick, **exp.settings}, "supervised_only": True,
               "treatment": {"setting": selected, "description": treatment},
-              "supervised_comparisons": comparisons, "supervised_scores": scores, "supervised_valid": valid}
+              "supervised_comparisons": comparisons, "supervised_scores": scores, "supervised_valid": valid,
+              "supervised_own_task_comparisons": own_task}
     (exp.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# The supervised phase alone ({'quick' if exp.quick else 'full'} mode)", "",
              f"Written by scripts/reproduce_verdict.py --supervised-only; settings: "
              f"{exp.out / 'settings.json'}. k = 1 here is the given inner setting ({treatment}), "
              f"not a sweep's selection; no MLM run was made.", ""]
-    lines += supervised_section(exp, comparisons, scores, valid, treatment)[1:]
+    lines += supervised_section(exp, comparisons, scores, valid, own_task, treatment)[1:]
     (exp.out / "results.md").write_text("\n".join(lines) + "\n")

@@ -110,8 +110,26 @@ def supervised_cmd(exp, seed, k, selected):
     """meta_sentence_prediction on the supervised tasks from :func:`supervised_start_flags`,
     with k = 0 (``k`` 0) or the selected inner setting (``k`` 1: its own k, 2 for
     Reptile); its checkpoint is ``checkpoint_last.pt``."""
+    return _supervised_step(exp, seed, k, selected, f"s{seed}-k{k}", exp.settings["supervised_updates"],
+                            supervised_start_flags(exp, seed))
+
+
+def supervised_equal_examples_cmd(exp, seed, selected):
+    """The supervised phase's equal-examples baseline, as k = 0 at 2U is the MLM verdict's:
+    s{seed}-k0 continued to twice the supervised updates (every k = 1 setting reads two
+    mini-batches an update), its optimizer, schedule and data position restored
+    (``--restore-file``, no reset) -> ``s{seed}-k0-2U``. Built after s{seed}-k0 has
+    finished; a re-run continues from its own checkpoint_last.pt."""
+    supervised = exp.out / "supervised"
+    own = supervised / f"s{seed}-k0-2U" / "checkpoints" / "checkpoint_last.pt"
+    start = own if own.exists() else supervised / f"s{seed}-k0" / "checkpoints" / "checkpoint_last.pt"
+    return _supervised_step(exp, seed, 0, selected, f"s{seed}-k0-2U", 2 * exp.settings["supervised_updates"],
+                            ["--restore-file", start])
+
+
+def _supervised_step(exp, seed, k, selected, name, max_update, start_flags):
     s, out = exp.settings, exp.out
-    run_dir = out / "supervised" / f"s{seed}-k{k}"
+    run_dir = out / "supervised" / name
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
            "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
            "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
@@ -121,11 +139,11 @@ def supervised_cmd(exp, seed, k, selected):
            "--max-positions", max_positions(exp), "--shorten-method", "truncate",
            "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
            "--warmup-updates", max(1, s["supervised_updates"] // 10),
-           "--max-update", s["supervised_updates"], "--num-workers", "0",
-           *supervised_start_flags(exp, seed), "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
+           "--max-update", max_update, "--num-workers", "0",
+           *start_flags, "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
            "--log-format", "json", "--log-interval", s["log_interval"], "--seed", seed,
            *device_flags(s)]
-    return (f"supervised {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
+    return (f"supervised {name}", cmd, run_dir / "train.log", run_dir / ".done")
 
 
 def meta_steps(setting):
