@@ -204,6 +204,23 @@ def test_the_supervised_equal_examples_baseline_continues_k0_to_twice_its_update
     assert labels == ["s1-sup-k0", "s1-sup-k1", "s2-sup-k0", "s2-sup-k1", "s1-sup-k0-2U", "s2-sup-k0-2U", "init"]
 
 
+def test_a_report_of_an_out_without_the_equal_examples_runs_says_how_to_add_them(tmp_path):
+    exp = types.SimpleNamespace(settings={"sweep_seed": 1}, derived={"fresh_seeds": []}, out=tmp_path)
+    for run in ("k0", "k1"):
+        log = tmp_path / "supervised" / f"s1-{run}" / "train.log"
+        log.parent.mkdir(parents=True)
+        log.write_text(_valid(4, 0.5, **{"valid_SST-2_accuracy": "60.1"}) + "\n")
+    with pytest.raises(MetaConfigError, match=re.escape("s1-k0-2U/train.log: run the same command without "
+                                                        "--report-only to add the equal-examples runs")):
+        ve.supervised_training(exp)
+    log = tmp_path / "supervised" / "s1-k0-2U" / "train.log"
+    log.parent.mkdir()
+    log.write_text(_valid(8, 0.4, **{"valid_SST-2_accuracy": "61.0"}) + "\n")
+    assert ve.supervised_training(exp) == {
+        "s1-sup-k0": {"update": 4, "valid_SST-2_accuracy": 60.1}, "s1-sup-k1": {"update": 4, "valid_SST-2_accuracy": 60.1},
+        "s1-sup-k0-2U": {"update": 8, "valid_SST-2_accuracy": 61.0}}
+
+
 def test_own_task_comparisons_are_paired_by_seed_at_equal_updates_and_examples():
     exp = types.SimpleNamespace(settings={"sweep_seed": 1}, derived={"fresh_seeds": [2, 3]})
     valid = {f"s{seed}-sup-{run}": {"update": 10, "valid_CoLA_mcc": value + seed}

@@ -176,7 +176,12 @@ def supervised_training(exp):
     out = {}
     for seed in all_seeds(exp):
         for run in ("k0", "k1", "k0-2U"):
-            valid = read_run_log(exp.out / "supervised" / f"s{seed}-{run}" / "train.log")[1]
+            log = exp.out / "supervised" / f"s{seed}-{run}" / "train.log"
+            if run == "k0-2U" and not log.is_file():
+                # an OUT from before the equal-examples runs existed
+                raise MetaConfigError(f"no training log {log}: run the same command without --report-only "
+                                      f"to add the equal-examples runs (k = 0 at 2U)")
+            valid = read_run_log(log)[1]
             if not valid:
                 raise MetaConfigError(f"supervised run s{seed}-{run} logged no validation")
             update = max(valid)
