@@ -237,6 +237,49 @@ def test_own_task_comparisons_are_paired_by_seed_at_equal_updates_and_examples()
     assert examples["mean"] == pytest.approx(7.0) and examples["baseline"] == "s{seed}-sup-k0-2U"
 
 
+def test_a_chain_of_steps_runs_in_order_and_stops_at_its_first_failure(tmp_path):
+    """run_parallel's lists: the second step of a chain starts after the first has finished
+    (it fails unless the first one's file exists); a failed step keeps the rest of its chain
+    from running, not the other steps; the failure is raised at the end."""
+    def step(name, code):
+        return (name, [sys.executable, "-c", code], tmp_path / name / "log", tmp_path / name / ".done")
+
+    made = tmp_path / "made"
+    later = step("later", f"import pathlib; assert pathlib.Path({str(made)!r}).read_text() == 'x'")
+    experiment.run_parallel([[step("first", f"import time, pathlib; time.sleep(1); "
+                                            f"pathlib.Path({str(made)!r}).write_text('x')"), later]], jobs=2)
+    assert (tmp_path / "later" / ".done").exists()
+    never = tmp_path / "never"
+    with pytest.raises(MetaConfigError, match="broken failed"):
+        experiment.run_parallel([[step("broken", "raise SystemExit(3)"),
+                                  step("after", f"open({str(never)!r}, 'w')")],
+                                 step("beside", "pass")], jobs=2)
+    assert not never.exists() and not (tmp_path / "after" / "log").exists()
+    assert (tmp_path / "beside" / ".done").exists() and not (tmp_path / "broken" / ".done").exists()
+
+
+@needs_data
+def test_every_run_command_sets_max_positions_once(tmp_path):
+    """From scratch, the runs' block length; with --init-from, the import's own value from
+    model_args.txt, or its max positions where model_args.txt names none."""
+    s, derived = ve.settings_for(True, {}, SHARED_DATA)
+    exp = ve.VerdictExperiment(out=tmp_path, settings=s, derived=derived, quick=True, jobs=1,
+                               data_root=SHARED_DATA)
+    selected = ve.SWEEP_KINDS["sgd"] | {"alpha": 0.1, "name": "sgd0.1"}
+
+    def values(cmd):
+        cmd = [str(x) for x in cmd[1]]
+        return [cmd[i + 1] for i, flag in enumerate(cmd) if flag == "--max-positions"]
+
+    assert values(ve.train_cmd(exp, 1, 1, selected)) == [str(s["tokens_per_sample"])]
+    for flags, expected in ((["--arch", "imported_roberta", "--max-positions", "512"], "512"),
+                            (["--arch", "imported_roberta"], "128")):
+        exp.derived["init"] = {"model": "model.pt", "flags": flags, "max_positions": int(expected)}
+        for cmd in (ve.train_cmd(exp, 1, 0), ve.train_cmd(exp, 1, 1, selected),
+                    ve.supervised_cmd(exp, 1, 1, selected), ve.supervised_equal_examples_cmd(exp, 1, selected)):
+            assert values(cmd) == [expected], cmd[0]
+
+
 @needs_data
 def test_the_adaptation_headline_is_measured_on_the_pre_training_block_length():
     s, derived = ve.settings_for(True, {}, SHARED_DATA)

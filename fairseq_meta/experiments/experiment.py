@@ -106,10 +106,13 @@ def run_step(name, cmd, log_path, done_path, env=None):
 
 
 def run_parallel(steps, jobs, env=None):
-    """steps: [(name, cmd, log, done)]; all run, the first failure is raised at the end."""
+    """steps: [(name, cmd, log, done)], or lists of them that run one after another in one
+    job (a step that starts from the one before it; a chain stops at its first failure);
+    all run, the first failure is raised at the end."""
     errors = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_step, *step, env) for step in steps]
+        futures = [pool.submit(_run_in_order, step if isinstance(step, list) else [step], env)
+                   for step in steps]
         for future in futures:
             try:
                 future.result()
@@ -117,6 +120,11 @@ def run_parallel(steps, jobs, env=None):
                 errors.append(str(e))
     if errors:
         raise MetaConfigError(errors[0] + (f" (and {len(errors) - 1} more failures)" if len(errors) > 1 else ""))
+
+
+def _run_in_order(steps, env):
+    for step in steps:
+        run_step(*step, env)
 
 
 def model_flags(s):

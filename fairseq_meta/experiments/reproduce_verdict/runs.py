@@ -44,10 +44,11 @@ def inner_flags(k, setting, order="first"):
 
 
 def architecture_flags(exp):
-    """The model's flags: the mode's small RoBERTa, or the imported model's own
-    (``model_args.txt``) with ``--init-from``."""
+    """The model's flags, ``--max-positions`` among them once: the mode's small RoBERTa,
+    or the imported model's own (``model_args.txt``) with ``--init-from``."""
     init = exp.derived.get("init")
-    return init["flags"] if init else model_flags(exp.settings)
+    flags = init["flags"] if init else model_flags(exp.settings)
+    return flags if "--max-positions" in flags else [*flags, "--max-positions", max_positions(exp)]
 
 
 def max_positions(exp):
@@ -65,7 +66,7 @@ def train_cmd(exp, seed, k, setting=None, order="first", objective="mlm"):
     max_update = 2 * s["updates"] if k == 0 else s["updates"]
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "data", "--user-dir", USER_DIR,
            "--task", "meta_masked_lm", "--criterion", "meta_masked_lm", *architecture_flags(exp),
-           "--tokens-per-sample", s["tokens_per_sample"], "--max-positions", max_positions(exp),
+           "--tokens-per-sample", s["tokens_per_sample"],
            "--batch-size", s["batch_size"], "--sample-break-mode", "none",
            "--lr", s["lr"], "--lr-scheduler", "fixed", "--warmup-updates", s["warmup"],
            "--adam-betas", "(0.9,0.98)", "--weight-decay", s["weight_decay"], "--clip-norm", "0",
@@ -135,8 +136,7 @@ def _supervised_step(exp, seed, k, selected, name, max_update, start_flags):
            "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
            "--task-sampling-alpha", s["supervised_sampling_alpha"],
            *inner_flags(meta_steps(selected) if k else 0, selected),
-           *architecture_flags(exp),
-           "--max-positions", max_positions(exp), "--shorten-method", "truncate",
+           *architecture_flags(exp), "--shorten-method", "truncate",
            "--batch-size", s["batch_size"], "--lr", s["supervised_lr"], "--lr-scheduler", "fixed",
            "--warmup-updates", max(1, s["supervised_updates"] // 10),
            "--max-update", max_update, "--num-workers", "0",
