@@ -45,7 +45,23 @@ def test_paired_by_pretraining_seed_matches_a_hand_computation(tmp_path):
     power = scipy_stats.nct.sf(crit, 2, delta) + scipy_stats.nct.cdf(-crit, 2, delta)
     assert power == pytest.approx(0.8, abs=1e-3)
     rows = verdict.table({"k1 vs k0": got}, "bits")
+    assert rows[0].endswith("| treatment lower |")
     assert rows[2].startswith("| k1 vs k0 | 1, 2, 3 | ") and "| 3/3 |" in rows[2]
+
+
+def test_the_table_counts_the_seeds_where_the_treatment_is_better_in_the_measurement_s_direction():
+    """Bits: lower is better; GLUE points: higher. A tie counts for neither."""
+    c = verdict.compare({"s1-k1": 60.0, "s1-k0": 58.0, "s2-k1": 55.0, "s2-k0": 57.0,
+                         "s3-k1": 50.0, "s3-k0": 50.0}, "s{seed}-k1", "s{seed}-k0", ["1", "2", "3"])
+    higher = verdict.table({"c": c}, "points", "higher")
+    assert higher[0].endswith("| treatment higher |") and higher[2].endswith("| 1/3 |")
+    assert verdict.table({"c": c}, "bits")[2].endswith("| 1/3 |")
+    c["treatment_scores"]["2"] = 56.0  # still below its baseline: one lower, one higher
+    c["treatment_scores"]["3"] = 49.0
+    assert verdict.table({"c": c}, "points", "higher")[2].endswith("| 1/3 |")
+    assert verdict.table({"c": c}, "bits", "lower")[2].endswith("| 2/3 |")
+    with pytest.raises(ValueError, match="'lower' or 'higher'"):
+        verdict.table({"c": c}, "points", "better")
 
 
 def test_bad_input_is_one_error(tmp_path):
@@ -82,6 +98,7 @@ def test_cli(tmp_path):
                       "--seeds", "1,2,3", "--json", tmp_path / "v.json")
     assert proc.returncode == 0, proc.stderr
     assert "| t=64: k1 | 1, 2, 3 |" in proc.stdout
+    assert "treatment lower |" in proc.stdout and "] bits |" in proc.stdout  # adaptation: bits, lower is better
     assert json.loads((tmp_path / "v.json").read_text())["comparisons"]["t=64: k1"]["n"] == 3
     proc = run_script("verdict.py", "--results", a, "--compare", "k1=s1-k1:s1-k0", "--seeds", "1,2")
     assert proc.returncode == 2

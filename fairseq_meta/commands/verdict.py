@@ -32,7 +32,7 @@ def build_argparser():
                    help="adaptation, finetune, probe, or fewshot-N (the few-shot runs with N examples "
                         "per task; seeds are its draws)")
     p.add_argument("--column", default="t=64", help="t=STEPS for adaptation; a GLUE task or 'average'")
-    p.add_argument("--unit", default="bits")
+    p.add_argument("--unit", help="of the differences (default: bits for adaptation, else points)")
     p.add_argument("--json", help="also write the comparisons here")
     return p
 
@@ -55,7 +55,9 @@ def main(argv=None):
     scores = verdict.checkpoint_scores(verdict.load_raw(args.results, args.measurement), args.column)
     comparisons = {name: verdict.compare(scores, t, b, seeds) for name, (t, b) in specs.items()}
     print(f"{args.measurement}, {args.column}: treatment − baseline per pre-training seed")
-    print("\n".join(verdict.table(comparisons, args.unit)))
+    lower_is_better = args.measurement == "adaptation"  # bits; GLUE, probe and few-shot scores rise
+    unit = args.unit or ("bits" if lower_is_better else "points")
+    print("\n".join(verdict.table(comparisons, unit, "lower" if lower_is_better else "higher")))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"measurement": args.measurement, "column": args.column, "scores": scores,

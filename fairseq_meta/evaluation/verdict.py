@@ -76,13 +76,17 @@ def _plain(v):
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def table(comparisons, unit):
-    """Markdown rows: one comparison per row."""
-    rows = ["| comparison | pre-training seeds | difference, mean [95% CI] | sd | MDE | treatment lower |",
-            "|---|---|---|---|---|---|"]
+def table(comparisons, unit, better="lower"):
+    """Markdown rows: one comparison per row. ``better``: "lower" (bits) or "higher"
+    (GLUE points, accuracy); the last column counts the seeds where the treatment is better."""
+    if better not in ("lower", "higher"):
+        raise ValueError(f"better: 'lower' or 'higher', not {better!r}")
+    rows = ["| comparison | pre-training seeds | difference, mean [95% CI] | sd | MDE | "
+            f"treatment {better} |", "|---|---|---|---|---|---|"]
     for name, c in comparisons.items():
-        lower = sum(c["treatment_scores"][s] < c["baseline_scores"][s] for s in c["treatment_scores"])
+        sign = -1 if better == "lower" else 1
+        count = sum(sign * (c["treatment_scores"][s] - c["baseline_scores"][s]) > 0 for s in c["treatment_scores"])
         rows.append(f"| {name} | {', '.join(c['seeds'])} | {fmt_signed(c['mean'])} "
                     f"[{fmt_signed(c['ci_low'])}, {fmt_signed(c['ci_high'])}] {unit} | {_plain(c['std'])} "
-                    f"| {_plain(c['mde'])} | {lower}/{c['n']} |")
+                    f"| {_plain(c['mde'])} | {count}/{c['n']} |")
     return rows

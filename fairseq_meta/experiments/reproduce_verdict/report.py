@@ -380,7 +380,7 @@ def write_report(exp, selected):
                   "k = 1 at U; sentence pairs vary in length, so their token counts (results.json, "
                   "`tokens`) differ by a few per cent.", ""]
         lines += verdict.table(nsp, "bits") + ["", "NSP accuracy: higher is better.", ""]
-        lines += verdict.table(nsp_accuracy, "points")
+        lines += verdict.table(nsp_accuracy, "points", "higher")
     has_init = bool(exp.derived.get("init"))
     init_note = " (init: the imported model itself)" if has_init else ""
     if glue:
@@ -388,7 +388,7 @@ def write_report(exp, selected):
                   f"The checkpoints at U scored on {', '.join(exp.derived['ft_tasks'])} "
                   f"(scripts/evaluate.py; {_describe_glue(exp)}), paired by pre-training seed; per-run "
                   "scores in eval-glue/results.md. Higher is better here.", ""]
-        lines += verdict.table(glue, "points")
+        lines += verdict.table(glue, "points", "higher")
         lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""] + _score_table(glue_scores, has_init)
     if supervised:
         lines += supervised_section(exp, supervised, supervised_scores, supervised_valid, own_task)
@@ -414,7 +414,7 @@ def supervised_section(exp, supervised, scores, valid, own_task, treatment="k = 
              f"eval-supervised/results.md. Higher is better here. At equal examples: against k = 0 "
              f"continued to {2 * s['supervised_updates']} updates (`s{{seed}}-sup-k0-2U`), which has read "
              f"the mini-batches k = 1 reads in {s['supervised_updates']}.", ""]
-    lines += verdict.table(supervised, "points")
+    lines += verdict.table(supervised, "points", "higher")
     lines += ["", f"Mean scores over pre-training seeds{init_note}:", ""]
     lines += _score_table(scores, has_init)
     keys = sorted({key for row in valid.values() for key in row if key != "update"})
@@ -423,7 +423,7 @@ def supervised_section(exp, supervised, scores, valid, own_task, treatment="k = 
     for label, row in valid.items():
         lines.append(f"| {label} | {row['update']} | "
                      + " | ".join(_fmt(row.get(key), 2) for key in keys) + " |")
-    lines += ["", "k = 1 − k = 0 there (points):", ""] + verdict.table(own_task, "points")
+    lines += ["", "k = 1 − k = 0 there (points):", ""] + verdict.table(own_task, "points", "higher")
     return lines
 
 
