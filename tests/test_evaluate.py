@@ -512,3 +512,23 @@ def test_cli_quick_end_to_end_and_resume(checkpoints, glue_dir, domain, tmp_path
     assert lost.is_file()
     again = json.loads((out / "results.json").read_text())
     assert again["measurements"]["probe"] == report["measurements"]["probe"]
+
+
+def test_fine_tuning_holds_back_only_fairseq_s_notice_of_dropped_heads(caplog):
+    """A checkpoint's heads that the fine-tuned model lacks are dropped by design; fairseq's
+    line per weight is held back while the checkpoint loads. A head of the task's own name
+    with other dimensions is still reported, and nothing is held back afterwards."""
+    import logging
+
+    from fairseq.models.roberta import model as fairseq_roberta
+
+    dropped = ("deleting classification head (CoLA) from checkpoint not present in current model: "
+               "classification_heads.CoLA.dense.weight")
+    resized = ("deleting classification head (RTE) from checkpoint with different dimensions than "
+               "current model: classification_heads.RTE.out_proj.weight")
+    with caplog.at_level(logging.WARNING, logger=fairseq_roberta.logger.name):
+        with glue_runs._QuietHeadDrops():
+            fairseq_roberta.logger.warning(dropped)
+            fairseq_roberta.logger.warning(resized)
+        fairseq_roberta.logger.warning(dropped)
+    assert [r.getMessage() for r in caplog.records] == [resized, dropped]

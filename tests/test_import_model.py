@@ -528,6 +528,8 @@ def test_reproduce_verdict_supervised_only(tiny_bert, tmp_path):
             "--heldout-tasks", "RTE", "--ft-seeds", "0", "--fs-sizes", "8", "--jobs", "2"]
     proc = run_script("reproduce_verdict.py", *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the few-shot runs drop the supervised checkpoints' SST-2 heads without fairseq's line per weight
+    assert "deleting classification head" not in proc.stdout + proc.stderr
     # no corpus, no MLM run, no sweep: only the GLUE data, the supervised runs and their evaluation
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["eval-supervised", "glue", "logs", "supervised"]
     assert not (out / "selection.json").exists()

@@ -175,8 +175,6 @@ def model_class(args):
 def load_encoder(checkpoint, dictionary=None):
     """(RobertaModel with the checkpoint's weights, in eval mode; dictionary with <mask>).
     Classification heads of the checkpoint (NSP, supervised tasks) are dropped."""
-    import logging
-
     from ..checkpoints import load_checkpoint
 
     state = load_checkpoint(checkpoint.path)
@@ -185,9 +183,7 @@ def load_encoder(checkpoint, dictionary=None):
     args.load_checkpoint_heads = False
     model = model_class(args).build_model(args, _Vocab(dictionary))
     weights = {k: v for k, v in state["model"].items() if not k.startswith("classification_heads.")}
-    level = logging.getLogger("fairseq.models.roberta.model").level
     model.load_state_dict(weights, strict=True)
-    logging.getLogger("fairseq.models.roberta.model").setLevel(level)
     if model.encoder.sentence_encoder.embed_tokens.weight.shape[0] != len(dictionary):
         raise MetaConfigError(f"{checkpoint.path}: {EMBED_KEY} does not match {checkpoint.dict_path}")
     model.eval()
