@@ -45,6 +45,12 @@ def _valid_rows(*lines):
     return ve.read_log(lines)[1]
 
 
+def _quick_experiment(out, **overrides):
+    """The --quick mode's experiment on ../shared/data, writing to ``out``."""
+    s, derived = ve.settings_for(True, overrides, SHARED_DATA)
+    return ve.VerdictExperiment(out=out, settings=s, derived=derived, quick=True, jobs=1, data_root=SHARED_DATA)
+
+
 # --------------------------------------------------------------------------- #
 # The selection rule
 # --------------------------------------------------------------------------- #
@@ -144,9 +150,7 @@ def test_supervised_task_sampling_is_a_setting_and_older_outs_read_as_its_old_va
     """--supervised-sampling-alpha reaches fairseq-train; an OUT made before the setting
     existed (its settings.json lacks it) was made with 0.5, the value then hard-coded."""
     def experiment_with(**overrides):
-        s, derived = ve.settings_for(True, overrides, SHARED_DATA)
-        return ve.VerdictExperiment(out=tmp_path / "out", settings=s, derived=derived, quick=True,
-                                    jobs=1, data_root=SHARED_DATA)
+        return _quick_experiment(tmp_path / "out", **overrides)
 
     selected = ve.SWEEP_KINDS["sgd"] | {"alpha": 0.1, "name": "sgd-0.1"}
     for alpha in (0.0, 0.5):
@@ -169,9 +173,8 @@ def test_the_supervised_equal_examples_baseline_continues_k0_to_twice_its_update
     """s{seed}-k0-2U is s{seed}-k0's command continued: the same flags but the start
     (its checkpoint_last.pt, nothing reset), the save directory and 2U updates; once it
     has a checkpoint of its own, a re-run continues from that."""
-    s, derived = ve.settings_for(True, {}, SHARED_DATA)
-    exp = ve.VerdictExperiment(out=tmp_path, settings=s, derived=derived, quick=True, jobs=1,
-                               data_root=SHARED_DATA)
+    exp = _quick_experiment(tmp_path)
+    s = exp.settings
     exp.derived["init"] = {"model": "model.pt", "flags": [], "max_positions": 32}
     selected = ve.SWEEP_KINDS["reptile"] | {"alpha": 0.1, "name": "reptile0.1"}
     name, k0, _, _ = ve.supervised_cmd(exp, 2, 0, selected)
@@ -262,9 +265,8 @@ def test_a_chain_of_steps_runs_in_order_and_stops_at_its_first_failure(tmp_path)
 def test_every_run_command_sets_max_positions_once(tmp_path):
     """From scratch, the runs' block length; with --init-from, the import's own value from
     model_args.txt, or its max positions where model_args.txt names none."""
-    s, derived = ve.settings_for(True, {}, SHARED_DATA)
-    exp = ve.VerdictExperiment(out=tmp_path, settings=s, derived=derived, quick=True, jobs=1,
-                               data_root=SHARED_DATA)
+    exp = _quick_experiment(tmp_path)
+    s = exp.settings
     selected = ve.SWEEP_KINDS["sgd"] | {"alpha": 0.1, "name": "sgd0.1"}
 
     def values(cmd):

@@ -81,10 +81,10 @@ def table(comparisons, unit, better="lower"):
     (GLUE points, accuracy); the last column counts the seeds where the treatment is better."""
     if better not in ("lower", "higher"):
         raise ValueError(f"better: 'lower' or 'higher', not {better!r}")
+    sign = -1 if better == "lower" else 1
     rows = ["| comparison | pre-training seeds | difference, mean [95% CI] | sd | MDE | "
             f"treatment {better} |", "|---|---|---|---|---|---|"]
     for name, c in comparisons.items():
-        sign = -1 if better == "lower" else 1
         count = sum(sign * (c["treatment_scores"][s] - c["baseline_scores"][s]) > 0 for s in c["treatment_scores"])
         rows.append(f"| {name} | {', '.join(c['seeds'])} | {fmt_signed(c['mean'])} "
                     f"[{fmt_signed(c['ci_low'])}, {fmt_signed(c['ci_high'])}] {unit} | {_plain(c['std'])} "
