@@ -59,8 +59,8 @@ def main(argv=None):
         args.quick, {key: getattr(args, key) for key in MODES["full"]}, args.data_root)
     exp = ve.VerdictExperiment(out=Path(args.out_dir).resolve(), settings=settings, derived=derived,
                                quick=args.quick, jobs=args.jobs, data_root=Path(args.data_root))
-    if args.supervised_only:
-        ve.given_setting(derived)
+    # refused now, before any check that takes longer
+    given = ve.given_setting(derived) if args.supervised_only else None
     if args.report_only and not (exp.out / "settings.json").exists():
         raise MetaConfigError(f"{exp.out} holds no verdict run (no settings.json)")
     import importlib.util
@@ -75,7 +75,7 @@ def main(argv=None):
 
         check_device(settings["device"])
     experiment.check_settings_file(exp, added=ve.ADDED_SETTINGS)
-    ve.run(exp, report_only=args.report_only, supervised_only=args.supervised_only)
+    ve.run(exp, report_only=args.report_only, given=given)
     return 0
 
 

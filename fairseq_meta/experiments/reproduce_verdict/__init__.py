@@ -76,16 +76,17 @@ from .settings import (  # noqa: F401
 from .sweep import read_log, read_run_log, select, stage_select  # noqa: F401
 
 
-def run(exp, report_only=False, supervised_only=False):
-    """Every stage; finished steps are skipped. ``supervised_only``: stage 5 and its
-    evaluation alone, k = 1 the one inner setting listed (:func:`given_setting`)."""
+def run(exp, report_only=False, given=None):
+    """Every stage; finished steps are skipped. ``given`` (``--supervised-only``): the
+    k = 1 inner setting, taken as given (:func:`given_setting`); only stage 5 and its
+    evaluation run."""
     threads, why = intra_op_threads(jobs=exp.jobs)
     env = thread_env(threads, {**os.environ, "PYTHONUNBUFFERED": "1"})
     cli.log(f"output: {exp.out} ({'quick' if exp.quick else 'full'} mode, {exp.jobs} jobs at a "
             f"time, {threads} thread(s) each: {why})")
     start = time.time()
-    if supervised_only:
-        _run_supervised_only(exp, env, report_only)
+    if given is not None:
+        _run_supervised_only(exp, env, report_only, given)
         cli.log(f"done in {time.time() - start:.0f}s; report: {exp.out / 'results.md'}")
         return
     if not report_only:
@@ -106,8 +107,7 @@ def run(exp, report_only=False, supervised_only=False):
     cli.log(f"done in {time.time() - start:.0f}s; report: {exp.out / 'results.md'}")
 
 
-def _run_supervised_only(exp, env, report_only):
-    selected = given_setting(exp.derived)
+def _run_supervised_only(exp, env, report_only, selected):
     if not report_only:
         stage_glue(exp, env)
         _run_supervised(exp, env, selected)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from .. import experiment
 from .runs import (
-    after_selection_runs, all_seeds, describe, max_positions, meta_steps, nsp_runs, run_name, sweep_runs,
-    vocabulary_files,
+    SUPERVISED_RUNS, after_selection_runs, all_seeds, describe, max_positions, meta_steps, nsp_runs, run_name,
+    supervised_run_dir, sweep_runs, vocabulary_files,
 )
 from .settings import cli
 
@@ -53,9 +53,12 @@ def supervised_checkpoints(exp):
     if not exp.derived["supervised_tasks"]:
         return []
     seeds = all_seeds(exp)
-    runs = [(seed, f"k{k}") for seed in seeds for k in (0, 1)] + [(seed, "k0-2U") for seed in seeds]
-    items = [(f"s{seed}-sup-{run}", exp.out / "supervised" / f"s{seed}-{run}" / "checkpoints"
-              / "checkpoint_last.pt") for seed, run in runs]
+    equal_updates, equal_examples = SUPERVISED_RUNS[:2], SUPERVISED_RUNS[2:]
+    # the equal-updates pairs first: the main comparison is whole before the control starts
+    runs = [(seed, run) for seed in seeds for run in equal_updates] + [
+        (seed, run) for run in equal_examples for seed in seeds]
+    items = [(f"s{seed}-sup-{run}", supervised_run_dir(exp, seed, run) / "checkpoints" / "checkpoint_last.pt")
+             for seed, run in runs]
     if exp.derived.get("init"):
         items.append((INIT_LABEL, exp.derived["init"]["model"]))
     return items

@@ -5,7 +5,7 @@ from ...errors import MetaConfigError
 from .evaluate_runs import (
     INIT_LABEL, checkpoints_to_evaluate, glue_measurements, measurements, nsp_checkpoints_to_evaluate,
 )
-from .runs import all_seeds, run_name
+from .runs import SUPERVISED_RUNS, all_seeds, run_name, supervised_run_dir
 from .settings import SUMMARY_WINDOW
 from .sweep import read_run_log
 
@@ -175,8 +175,8 @@ def supervised_training(exp):
     both learn them?)."""
     out = {}
     for seed in all_seeds(exp):
-        for run in ("k0", "k1", "k0-2U"):
-            log = exp.out / "supervised" / f"s{seed}-{run}" / "train.log"
+        for run in SUPERVISED_RUNS:
+            log = supervised_run_dir(exp, seed, run) / "train.log"
             if run == "k0-2U" and not log.is_file():
                 # an OUT from before the equal-examples runs existed
                 raise MetaConfigError(f"no training log {log}: run the same command without --report-only "

@@ -107,11 +107,23 @@ def supervised_start_flags(exp, seed):
             "--reset-lr-scheduler"]
 
 
+# The supervised phase's runs of one seed, named as their directories under OUT/supervised:
+# k = 0 and k = 1 at U updates (equal updates), k = 0 continued to 2U (equal examples).
+SUPERVISED_RUNS = ("k0", "k1", "k0-2U")
+
+
+def supervised_run_dir(exp, seed, run):
+    """OUT/supervised/s{seed}-{run}, ``run`` one of :data:`SUPERVISED_RUNS`."""
+    if run not in SUPERVISED_RUNS:
+        raise ValueError(f"no supervised run {run!r}: one of {', '.join(SUPERVISED_RUNS)}")
+    return exp.out / "supervised" / f"s{seed}-{run}"
+
+
 def supervised_cmd(exp, seed, k, selected):
     """meta_sentence_prediction on the supervised tasks from :func:`supervised_start_flags`,
     with k = 0 (``k`` 0) or the selected inner setting (``k`` 1: its own k, 2 for
     Reptile); its checkpoint is ``checkpoint_last.pt``."""
-    return _supervised_step(exp, seed, k, selected, f"s{seed}-k{k}", exp.settings["supervised_updates"],
+    return _supervised_step(exp, seed, k, selected, f"k{k}", exp.settings["supervised_updates"],
                             supervised_start_flags(exp, seed))
 
 
@@ -121,16 +133,15 @@ def supervised_equal_examples_cmd(exp, seed, selected):
     mini-batches an update), its optimizer, schedule and data position restored
     (``--restore-file``, no reset) -> ``s{seed}-k0-2U``. Built after s{seed}-k0 has
     finished; a re-run continues from its own checkpoint_last.pt."""
-    supervised = exp.out / "supervised"
-    own = supervised / f"s{seed}-k0-2U" / "checkpoints" / "checkpoint_last.pt"
-    start = own if own.exists() else supervised / f"s{seed}-k0" / "checkpoints" / "checkpoint_last.pt"
-    return _supervised_step(exp, seed, 0, selected, f"s{seed}-k0-2U", 2 * exp.settings["supervised_updates"],
+    own = supervised_run_dir(exp, seed, "k0-2U") / "checkpoints" / "checkpoint_last.pt"
+    start = own if own.exists() else supervised_run_dir(exp, seed, "k0") / "checkpoints" / "checkpoint_last.pt"
+    return _supervised_step(exp, seed, 0, selected, "k0-2U", 2 * exp.settings["supervised_updates"],
                             ["--restore-file", start])
 
 
-def _supervised_step(exp, seed, k, selected, name, max_update, start_flags):
+def _supervised_step(exp, seed, k, selected, run, max_update, start_flags):
     s, out = exp.settings, exp.out
-    run_dir = out / "supervised" / name
+    run_dir = supervised_run_dir(exp, seed, run)
     cmd = [sys.executable, "-m", "fairseq_cli.train", out / "glue", "--user-dir", USER_DIR,
            "--task", "meta_sentence_prediction", "--criterion", "meta_sentence_prediction",
            "--optimizer", "meta_adam", "--tasks", ",".join(exp.derived["supervised_tasks"]),
@@ -143,7 +154,7 @@ def _supervised_step(exp, seed, k, selected, name, max_update, start_flags):
            *start_flags, "--save-dir", run_dir / "checkpoints", "--no-epoch-checkpoints",
            "--log-format", "json", "--log-interval", s["log_interval"], "--seed", seed,
            *device_flags(s)]
-    return (f"supervised {name}", cmd, run_dir / "train.log", run_dir / ".done")
+    return (f"supervised {run_dir.name}", cmd, run_dir / "train.log", run_dir / ".done")
 
 
 def meta_steps(setting):
