@@ -17,7 +17,7 @@ from scipy import stats as sstats
 from conftest import HANG_GUARD_S, META, REPO, SHARED_DATA, cli_env, spm_binarize, train
 from fairseq_meta.prep import glue
 from fairseq_meta.errors import MetaConfigError
-from fairseq_meta.evaluation import Settings, evaluate, glue_runs, probe, runner, stats
+from fairseq_meta.evaluation import Settings, evaluate, glue_runs, probe, runner, stats, verdict
 from fairseq_meta.evaluation.model import inspect, load_encoder, make_untrained
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -476,6 +476,9 @@ def test_cli_quick_end_to_end_and_resume(checkpoints, glue_dir, domain, tmp_path
             assert len(m["fewshot"]["by_n"][n]["raw"][label]["STS-B"]) == 2
         assert set(m["adaptation"]["raw"][label]) == {"t=0", "t=1", "t=2"}
         assert set(m["probe"]["score"][label]) == {"RTE", "STS-B", "average"}
+    # scripts/verdict.py reads the probe as one score per checkpoint and column
+    probed = verdict.checkpoint_scores(verdict.load_raw([out / "results.json"], "probe"), "average")
+    assert probed == {label: m["probe"]["score"][label]["average"] for label in ["init", "pre"]}
     # the average of a seed is the mean of its tasks; the paired difference is by seed
     ft = m["finetune"]["raw"]
     for s in ["1", "2"]:

@@ -525,7 +525,7 @@ def test_reproduce_verdict_supervised_only(tiny_bert, tmp_path):
     out = tmp_path / "supervised"
     args = ["--quick", "--out-dir", out, "--init-from", tiny_bert, "--supervised-only", "--sgd-inner-lrs", "",
             "--adam-inner-lrs", "", "--reptile-inner-lrs", "0.1", "--supervised-tasks", "SST-2",
-            "--heldout-tasks", "RTE", "--ft-seeds", "0", "--fs-sizes", "8", "--jobs", "2"]
+            "--heldout-tasks", "RTE", "--ft-seeds", "0", "--fs-sizes", "8", "--probe-max-train", "40", "--jobs", "2"]
     proc = run_script("reproduce_verdict.py", *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the few-shot runs drop the supervised checkpoints' SST-2 heads without fairseq's line per weight
@@ -551,6 +551,13 @@ def test_reproduce_verdict_supervised_only(tiny_bert, tmp_path):
     for seed in ("1", "2"):
         assert c["treatment_scores"][seed] == pytest.approx(sum(few[f"s{seed}-sup-k1"]["RTE"].values()) / 2)
         assert c["baseline_scores"][seed] == pytest.approx(sum(few[f"s{seed}-sup-k0"]["RTE"].values()) / 2)
+    # the probe too: one deterministic score per checkpoint, on at most 40 training examples
+    probed = sup["measurements"]["probe"]
+    assert {probed["runs"][label]["RTE"]["n_train"] for label in labels} == {40}
+    c = result["supervised_comparisons"]["supervised, probed on RTE: seeds 1,2"]
+    for seed in ("1", "2"):
+        assert c["treatment_scores"][seed] == probed["score"][f"s{seed}-sup-k1"]["RTE"]
+        assert c["baseline_scores"][seed] == probed["score"][f"s{seed}-sup-k0"]["RTE"]
     c = result["supervised_comparisons"]["supervised at equal examples (k = 0 at 2U), few-shot n = 8 on RTE: seeds 1,2"]
     assert (c["treatment"], c["baseline"]) == ("s{seed}-sup-k1", "s{seed}-sup-k0-2U")
     paths = {ck["label"]: ck["path"] for ck in sup["checkpoints"]}

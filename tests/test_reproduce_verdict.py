@@ -17,6 +17,8 @@ import torch
 
 from conftest import HANG_GUARD_S, REPO, SHARED_DATA
 from fairseq_meta.experiments import experiment, reproduce_verdict as ve
+from fairseq_meta.experiments.reproduce_verdict.evaluate_runs import glue_settings
+from fairseq_meta.experiments.reproduce_verdict.report import measurement_names
 from fairseq_meta.errors import MetaConfigError
 
 SCRIPT = REPO / "scripts" / "reproduce_verdict.py"
@@ -131,10 +133,26 @@ def test_selection_errors_are_one_line():
     (dict(supervised_updates=0), "--supervised-updates must be a positive integer"),
     (dict(glue_max_rows=-1), "--glue-max-rows must be >= 0"),
     (dict(supervised_sampling_alpha=-0.5), "--supervised-sampling-alpha must be >= 0"),
+    (dict(probe_max_train=-1), "--probe-max-train must be >= 0"),
+    (dict(supervised_tasks="", probe_max_train=40), "--probe-max-train needs --ft-tasks or --supervised-tasks"),
+    (dict(ft_seeds=0), "give --ft-seeds >= 1, --fs-sizes or --probe-max-train"),
 ])
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(MetaConfigError, match=re.escape(message)):
         ve.settings_for(True, overrides, SHARED_DATA)
+
+
+@needs_data
+def test_the_probe_alone_can_judge_the_glue_checkpoints(tmp_path):
+    """--probe-max-train N adds evaluate's probe (train capped at N) to the GLUE
+    measurements, and is enough without fine-tuning or few-shot; 0 (the default, and
+    what an OUT from before the setting was made with) leaves it out."""
+    exp = _quick_experiment(tmp_path, ft_seeds=0, probe_max_train=40, ft_tasks="RTE")
+    assert ve.measurements(exp) == ["probe"] and measurement_names(exp, ["probe"]) == ["probe"]
+    settings = glue_settings(exp, [], "eval-glue", ve.measurements(exp), ["RTE"])
+    assert settings.measurements == ["probe"] and settings.probe_max_train == 40
+    assert "probe" not in ve.measurements(_quick_experiment(tmp_path / "default"))
+    assert ve.ADDED_SETTINGS["probe_max_train"] == 0 == ve.MODES["full"]["probe_max_train"]
 
 
 @needs_data

@@ -92,6 +92,24 @@ def test_fewshot_size_is_read_from_its_block(tmp_path):
         verdict.load_raw([path], "fewshot")  # the block holds sizes, not seeds
 
 
+def test_the_probe_is_read_as_one_score_per_checkpoint(tmp_path):
+    """evaluate's probe block holds one deterministic score per checkpoint and column
+    (no seeds): --measurement probe pairs those by pre-training seed, in points."""
+    score = {"s1-k0": 50.0, "s1-k1": 52.5, "s2-k0": 48.0, "s2-k1": 47.0, "s3-k0": 51.0, "s3-k1": 53.0}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"measurements": {"probe": {
+        "score": {label: {"RTE": v, "average": v + 1} for label, v in score.items()}, "summary": {}}}}))
+    assert verdict.checkpoint_scores(verdict.load_raw([path], "probe"), "average") == {
+        label: v + 1 for label, v in score.items()}
+    proc = run_script("verdict.py", "--results", path, "--measurement", "probe", "--column", "RTE",
+                      "--compare", "k1=s{seed}-k1:s{seed}-k0", "--seeds", "1,2,3", "--json", tmp_path / "v.json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads((tmp_path / "v.json").read_text())["comparisons"]["k1"]
+    diffs = np.array([2.5, -1.0, 2.0])
+    assert got["mean"] == pytest.approx(diffs.mean()) and got["std"] == pytest.approx(diffs.std(ddof=1))
+    assert "treatment higher |" in proc.stdout and "| 2/3 |" in proc.stdout
+
+
 def test_cli(tmp_path):
     a = write_results(tmp_path / "a.json", list(RAW))
     proc = run_script("verdict.py", "--results", a, "--compare", "t=64: k1=s{seed}-k1:s{seed}-k0",

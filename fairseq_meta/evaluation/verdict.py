@@ -23,7 +23,8 @@ from . import stats
 def load_raw(paths, measurement):
     """{label: {column: {eval_seed: value}}} merged over ``results.json`` files.
     ``measurement`` is a measurement's name, or ``fewshot-N`` for the few-shot runs
-    with N training examples per task (its seeds are the draws)."""
+    with N training examples per task (its seeds are the draws); ``probe`` has one
+    score per checkpoint and column, read as the single evaluation seed "0"."""
     raw = {}
     name, _, size = measurement.partition("-") if measurement.startswith("fewshot-") else (measurement, "", "")
     for path in paths:
@@ -35,6 +36,10 @@ def load_raw(paths, measurement):
         block = results.get("measurements", {}).get(name)
         if size and block is not None:
             block = block.get("by_n", {}).get(size)
+        if name == "probe" and block is not None and "score" in block:
+            # deterministic: one score per checkpoint and column, no evaluation seeds
+            block = {"raw": {label: {col: {"0": v} for col, v in cols.items()}
+                             for label, cols in block["score"].items()}}
         if block is None or "raw" not in block:
             raise MetaConfigError(f"{path}: holds no per-seed {measurement!r} numbers")
         for label, columns in block["raw"].items():

@@ -80,7 +80,7 @@ def stage_evaluate_supervised(exp):
 
 
 def glue_settings(exp, checkpoints, out_name, measured, tasks, **extra):
-    """evaluate's Settings for fine-tuning and/or few-shot of ``checkpoints`` on GLUE
+    """evaluate's Settings for fine-tuning, few-shot and/or the probe of ``checkpoints`` on GLUE
     ``tasks`` -> OUT/``out_name``; ``extra`` (the dictionary and tokenizer) is passed on."""
     from ...evaluation import Settings
 
@@ -90,7 +90,7 @@ def glue_settings(exp, checkpoints, out_name, measured, tasks, **extra):
         glue_dir=str(Path(exp.data_root) / "glue"), tasks=tasks, glue_max_rows=s["glue_max_rows"] or None,
         ft_seeds=max(1, s["ft_seeds"]), ft_epochs=s["ft_epochs"], ft_lr=s["ft_lr"],
         ft_max_train=s["ft_max_train"], fs_sizes=exp.derived["fs_size_list"], fs_draws=s["fs_draws"],
-        jobs=exp.jobs, device=s["device"], **extra)
+        probe_max_train=s["probe_max_train"] or None, jobs=exp.jobs, device=s["device"], **extra)
 
 
 def glue_checkpoints(exp, selected):
@@ -111,16 +111,18 @@ def glue_checkpoints(exp, selected):
 
 def measurements(exp):
     """evaluate's GLUE measurements that the settings ask for: ``finetune`` unless
-    --ft-seeds 0, ``fewshot`` with --fs-sizes."""
+    --ft-seeds 0, ``fewshot`` with --fs-sizes, ``probe`` with --probe-max-train."""
     return (["finetune"] if exp.settings["ft_seeds"] else []) + (
-        ["fewshot"] if exp.derived["fs_size_list"] else [])
+        ["fewshot"] if exp.derived["fs_size_list"] else []) + (
+        ["probe"] if exp.settings["probe_max_train"] else [])
 
 
 def describe_measurements(exp):
     s = exp.settings
-    return ", ".join(f"fine-tuning x {s['ft_seeds']} seeds" if m == "finetune" else
-                     f"few-shot n = {','.join(map(str, exp.derived['fs_size_list']))} x {s['fs_draws']} draws"
-                     for m in measurements(exp))
+    said = {"finetune": f"fine-tuning x {s['ft_seeds']} seeds",
+            "fewshot": f"few-shot n = {','.join(map(str, exp.derived['fs_size_list']))} x {s['fs_draws']} draws",
+            "probe": f"probe on at most {s['probe_max_train']} training examples"}
+    return ", ".join(said[m] for m in measurements(exp))
 
 
 def glue_measurements(exp):

@@ -111,10 +111,10 @@ def nsp_comparisons(exp, raw, column, valid):
 
 
 def measurement_names(exp, chosen):
-    """The verdict.load_raw names of evaluate's GLUE measurements ``chosen``: finetune, fewshot-N."""
+    """The verdict.load_raw names of evaluate's GLUE measurements ``chosen``: finetune, fewshot-N, probe."""
     names = []
     for m in chosen:
-        names += [m] if m == "finetune" else [f"fewshot-{n}" for n in exp.derived["fs_size_list"]]
+        names += [f"fewshot-{n}" for n in exp.derived["fs_size_list"]] if m == "fewshot" else [m]
     return names
 
 
@@ -152,7 +152,7 @@ def supervised_comparisons(exp):
     updates, and at equal examples against k = 0 continued to 2U (``k0-2U`` in scores)."""
     def key(when):
         def named(name, col):
-            how = "fine-tuned on" if name == "finetune" else f"few-shot n = {name.split('-')[1]} on"
+            how = {"finetune": "fine-tuned on", "probe": "probed on"}.get(name) or f"few-shot n = {name.split('-')[1]} on"
             return f"supervised{when}, {how} {col}: seeds {','.join(seeds)}"
         return named
 
@@ -227,6 +227,9 @@ def _describe_glue(exp):
         if m == "finetune":
             parts.append(f"`finetune`: {s['ft_seeds']} seed(s), {s['ft_epochs']} epochs, at most "
                          f"{s['ft_max_train']} examples")
+        elif m == "probe":
+            parts.append(f"`probe`: frozen features, at most {s['probe_max_train']} training examples "
+                         "per task, deterministic (one score per checkpoint)")
         else:
             parts.append(f"`fewshot-N`: N = {', '.join(map(str, exp.derived['fs_size_list']))} examples "
                          f"per task, {s['fs_draws']} draws")

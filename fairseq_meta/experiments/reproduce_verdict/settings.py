@@ -24,7 +24,8 @@ MODES = {
         nsp=1, extras=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=400, supervised_lr=1e-4, supervised_sampling_alpha=0.5,
         glue_max_rows=0, ft_seeds=1, ft_epochs=3,
-        ft_max_train=4000, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=3),
+        ft_max_train=4000, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=3,
+        probe_max_train=0),
     "quick": dict(
         layers=1, embed_dim=32, ffn_dim=64, heads=2, tokens_per_sample=32, batch_size=4,
         lr=1e-3, warmup=2, updates=8, checkpoint_interval=4, valid_interval=4,
@@ -36,11 +37,12 @@ MODES = {
         nsp=1, extras=1, supervised_tasks="SST-2,MRPC,CoLA", heldout_tasks="RTE,STS-B",
         supervised_updates=4, supervised_lr=1e-4, supervised_sampling_alpha=0.5,
         glue_max_rows=120, ft_seeds=1, ft_epochs=1,
-        ft_max_train=100, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=2),
+        ft_max_train=100, init_from="", ft_tasks="", ft_lr=2e-4, fs_sizes="", fs_draws=2,
+        probe_max_train=0),
 }
 # Settings added after OUT directories were made: a settings.json without the key
 # was made with this value (the one the code used before the setting existed).
-ADDED_SETTINGS = {"supervised_sampling_alpha": 0.5}
+ADDED_SETTINGS = {"supervised_sampling_alpha": 0.5, "probe_max_train": 0}
 # The sweep table's adaptation gain, inner and outer move and support loss are means
 # over the train_inner rows of the last 30% of the U updates (1050 < u <= 1500 at
 # U = 1500, as in the hand-run table).
@@ -70,7 +72,7 @@ def settings_for(quick, overrides, data_root):
         "checkpoint_interval", "valid_interval", "log_interval", "vocab_size", "spm_input_lines",
         "ad_seeds", "ad_eval_blocks", "ad_batch_size", "supervised_updates", "ft_epochs",
         "ft_max_train", "fs_draws"])
-    for key in ["warmup", "glue_max_rows", "ft_seeds"]:
+    for key in ["warmup", "glue_max_rows", "ft_seeds", "probe_max_train"]:
         if s[key] < 0:
             raise MetaConfigError(f"--{key.replace('_', '-')} must be >= 0 (got {s[key]})")
     if s["embed_dim"] % s["heads"]:
@@ -190,7 +192,7 @@ def _init_from(s, overrides):
 def _fewshot_sizes(s, ft_tasks, supervised):
     """--fs-sizes as a sorted list; few-shot needs tasks to run on (--ft-tasks, or the
     supervised phase's held-out tasks); --ft-seeds 0 leaves fine-tuning out, so it needs
-    --fs-sizes wherever GLUE is measured."""
+    --fs-sizes or --probe-max-train wherever GLUE is measured."""
     text = s["fs_sizes"].strip()
     try:
         sizes = sorted({int(x) for x in text.split(",")}) if text else []
@@ -204,11 +206,16 @@ def _fewshot_sizes(s, ft_tasks, supervised):
     if s["fs_draws"] < 2 and sizes:
         raise MetaConfigError(f"--fs-draws must be at least 2 (got {s['fs_draws']}): the paired "
                               "comparison needs a spread")
-    if s["ft_seeds"] == 0 and ft_tasks and not sizes:
-        raise MetaConfigError("--ft-seeds 0 with --ft-tasks measures nothing: give --fs-sizes")
-    if s["ft_seeds"] == 0 and supervised and not sizes:
-        raise MetaConfigError("--ft-seeds 0 leaves the supervised phase unjudged: give --ft-seeds >= 1 "
-                              "or --fs-sizes (or --supervised-tasks '')")
+    probe = s["probe_max_train"] > 0
+    if probe and not (ft_tasks or supervised):
+        raise MetaConfigError("--probe-max-train needs --ft-tasks or --supervised-tasks (the probe runs on "
+                              "the --ft-tasks and the supervised phase's --heldout-tasks)")
+    if s["ft_seeds"] == 0 and ft_tasks and not (sizes or probe):
+        raise MetaConfigError("--ft-seeds 0 with --ft-tasks measures nothing: give --fs-sizes or "
+                              "--probe-max-train")
+    if s["ft_seeds"] == 0 and supervised and not (sizes or probe):
+        raise MetaConfigError("--ft-seeds 0 leaves the supervised phase unjudged: give --ft-seeds >= 1, "
+                              "--fs-sizes or --probe-max-train (or --supervised-tasks '')")
     return sizes
 
 
